@@ -1,0 +1,3 @@
+"""FlakeGuard: flaky-test detection workers."""
+
+__version__ = "0.1.0"
