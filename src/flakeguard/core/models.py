@@ -2,7 +2,7 @@
 
 Pure data only (frozen dataclasses and enums). Every other layer speaks these types:
 the JUnit parser produces `CaseResult`, storage turns them into `Execution` rows, the
-scorer reads `ExecutionRecord` histories and produces `TestScore`.
+scorer reads `ExecutionRecord` histories and produces `FlakeScore`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,91 @@
+"""Database engines and migrations: PostgreSQL (asyncpg) or the embedded SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def database_url(configured: str | None, data_dir: Path) -> str:
+    """The SQLAlchemy async URL: the configured one with an async driver, or embedded SQLite.
+
+    >>> database_url("postgresql://u@h/db", Path("/d"))
+    'postgresql+asyncpg://u@h/db'
+    >>> database_url(None, Path("/d"))
+    'sqlite+aiosqlite:////d/flakeguard.db'
+    """
+    if configured is None:
+        return f"sqlite+aiosqlite:///{(data_dir / 'flakeguard.db').absolute()}"
+    url = make_url(configured)
+    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"):
+        url = url.set(drivername="postgresql+asyncpg")
+    elif url.drivername == "sqlite":
+        url = url.set(drivername="sqlite+aiosqlite")
+    return url.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers (health checks, the CLI) work while a worker writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """An async engine with settings that suit the dialect."""
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": "flakeguard-worker"}},
+    )
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (idempotent; serialised on PostgreSQL by a lock)."""
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Several workers may start at once: one migrates, the others wait and find it done.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(727272)"))
+        await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), revision))
+
+
+async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), revision))
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        exists = await conn.run_sync(lambda sync: sync.dialect.has_table(sync, "alembic_version"))
+        if not exists:
+            return None
+        row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
+        return None if row is None else str(row[0])

@@ -1,0 +1,365 @@
+"""Storing a run attempt's test results: bulk, idempotent, all-or-nothing.
+
+One transaction per run attempt. The `workflow_runs` row is inserted first with
+`ON CONFLICT DO NOTHING`; when it already exists the run was stored before and nothing
+else happens (a concurrent duplicate waits on the unique index, then finds it). Test
+executions go in with PostgreSQL `COPY` (SQLite: `executemany`). A worker killed halfway
+leaves no partial run behind, because nothing is committed until the end.
+
+Parsing is CPU work: each report is parsed in a thread so the event loop keeps renewing
+job locks and answering health probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from flakeguard.adapters.artifacts import ReportSource
+from flakeguard.adapters.db.tables import (
+    CaseRow,
+    ExecutionRow,
+    ReportRow,
+    RepositoryRow,
+    WorkflowRunRow,
+)
+from flakeguard.core.junit import ParseLimits, ReportReader
+from flakeguard.core.models import FAILING, RAN, CaseResult, ReportProblem, RunRef
+
+_EXECUTION_COLUMNS = (
+    "test_case_id",
+    "workflow_run_id",
+    "report_id",
+    "env_key",
+    "retry_index",
+    "is_final",
+    "outcome",
+    "duration_s",
+    "failure_type",
+    "signature",
+    "message",
+)
+_KEY_BATCH = 5000
+_LAST_SEEN_GRANULARITY = timedelta(hours=6)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReport:
+    """One report, parsed off the event loop into compact values."""
+
+    source: str
+    cases: list[CaseResult]
+    problem: ReportProblem | None
+
+    @property
+    def failed_share(self) -> float:
+        ran = [c for c in self.cases if c.outcome in RAN]
+        return 0.0 if not ran else sum(c.outcome in FAILING for c in ran) / len(ran)
+
+
+def parse_source(source: ReportSource, limits: ParseLimits) -> ParsedReport:
+    """Parse one report (blocking; call it in a thread)."""
+    with source.open() as stream:
+        reader = ReportReader(stream, source.name, limits)
+        cases = list(reader)
+    return ParsedReport(source=source.name, cases=cases, problem=reader.problem)
+
+
+@dataclass(slots=True)
+class StoredRun:
+    workflow_run_id: int | None
+    created: bool
+    cases: int = 0
+    executions: int = 0
+    problems: list[ReportProblem] = field(default_factory=list)
+    test_case_ids: list[int] = field(default_factory=list)
+
+
+def _insert_ignore(engine_dialect: str, table: Any) -> Any:
+    if engine_dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def ensure_repository(
+    engine: AsyncEngine,
+    owner: str,
+    name: str,
+    *,
+    now: datetime,
+    installation_id: int | None = None,
+    default_branch: str | None = None,
+    github_id: int | None = None,
+) -> int:
+    """The repository's id, creating the row on first sight (race-safe)."""
+    table = RepositoryRow.__table__
+    async with engine.begin() as conn:
+        stmt = (
+            _insert_ignore(engine.dialect.name, table)
+            .values(
+                owner=owner,
+                name=name,
+                installation_id=installation_id,
+                github_id=github_id,
+                default_branch=default_branch or "main",
+                enabled=True,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["owner", "name"])
+        )
+        await conn.execute(stmt)
+        row = (
+            await conn.execute(
+                select(table.c.id, table.c.installation_id, table.c.default_branch).where(
+                    table.c.owner == owner, table.c.name == name
+                )
+            )
+        ).one()
+        changes: dict[str, Any] = {}
+        if installation_id is not None and row.installation_id != installation_id:
+            changes["installation_id"] = installation_id
+        if default_branch is not None and row.default_branch != default_branch:
+            changes["default_branch"] = default_branch
+        if changes:
+            await conn.execute(
+                update(table).where(table.c.id == row.id).values(updated_at=now, **changes)
+            )
+        return int(row.id)
+
+
+async def store_run(
+    engine: AsyncEngine,
+    repository_id: int,
+    run: RunRef,
+    groups: AsyncIterator[tuple[str, ReportSource | ReportProblem]],
+    *,
+    now: datetime,
+    source_kind: str = "github",
+    limits: ParseLimits | None = None,
+) -> StoredRun:
+    """Store every report of `run` in one transaction; a second call changes nothing."""
+    parse_limits = limits or ParseLimits()
+    runs = WorkflowRunRow.__table__
+    async with engine.begin() as conn:
+        inserted = await conn.execute(
+            _insert_ignore(engine.dialect.name, runs)
+            .values(
+                repository_id=repository_id,
+                run_id=run.run_id,
+                run_attempt=run.attempt,
+                workflow=run.workflow,
+                head_sha=run.head_sha,
+                head_branch=run.branch,
+                event=run.event,
+                pr_number=run.pr_number,
+                status="completed",
+                conclusion=run.conclusion,
+                started_at=run.started_at or now,
+                ingested_at=now,
+                source=source_kind,
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "run_id", "run_attempt"])
+            .returning(runs.c.id)
+        )
+        row = inserted.first()
+        if row is None:
+            existing = await conn.scalar(
+                select(runs.c.id).where(
+                    runs.c.repository_id == repository_id,
+                    runs.c.run_id == run.run_id,
+                    runs.c.run_attempt == run.attempt,
+                )
+            )
+            return StoredRun(workflow_run_id=existing, created=False)
+        result = StoredRun(workflow_run_id=int(row[0]), created=True)
+        case_ids: set[int] = set()
+        async for env_key, item in groups:
+            if isinstance(item, ReportProblem):
+                result.problems.append(item)
+                continue
+            try:
+                parsed = await asyncio.to_thread(parse_source, item, parse_limits)
+            except OSError as error:
+                # The stream itself failed (size cap, lying archive sizes): a per-file problem.
+                result.problems.append(ReportProblem(item.name, f"unreadable: {error}"))
+                continue
+            if parsed.problem is not None:
+                result.problems.append(parsed.problem)
+            if not parsed.cases:
+                continue
+            ids = await _store_report(
+                conn, repository_id, result.workflow_run_id or 0, env_key, parsed, now
+            )
+            case_ids.update(ids)
+            result.cases += len(parsed.cases)
+            result.executions += sum(len(c.attempts) for c in parsed.cases)
+        await conn.execute(
+            update(runs)
+            .where(runs.c.id == result.workflow_run_id)
+            .values(
+                cases=result.cases,
+                executions=result.executions,
+                problems=[
+                    {"source": p.source, "reason": p.reason, "partial": p.partial}
+                    for p in result.problems
+                ]
+                or None,
+            )
+        )
+        result.test_case_ids = sorted(case_ids)
+        return result
+
+
+async def _store_report(
+    conn: AsyncConnection,
+    repository_id: int,
+    workflow_run_id: int,
+    env_key: str,
+    parsed: ParsedReport,
+    now: datetime,
+) -> list[int]:
+    reports = ReportRow.__table__
+    ran = sum(1 for c in parsed.cases if c.outcome in RAN)
+    failed = sum(1 for c in parsed.cases if c.outcome in FAILING)
+    report_id = await conn.scalar(
+        insert(reports)
+        .values(
+            workflow_run_id=workflow_run_id,
+            env_key=env_key[:255],
+            source=parsed.source,
+            cases=len(parsed.cases),
+            failed=failed,
+            failed_share=parsed.failed_share if ran else 0.0,
+        )
+        .returning(reports.c.id)
+    )
+    ids = await _case_ids(conn, repository_id, parsed.cases, now)
+    rows = [
+        (
+            ids[case.test_key],
+            workflow_run_id,
+            report_id,
+            env_key[:255],
+            index,
+            index == len(case.attempts) - 1,
+            attempt.outcome.value,
+            attempt.duration_s,
+            attempt.failure_type,
+            attempt.signature,
+            attempt.message,
+        )
+        for case in parsed.cases
+        for index, attempt in enumerate(case.attempts)
+    ]
+    await _insert_executions(conn, rows)
+    return list(ids.values())
+
+
+async def _case_ids(
+    conn: AsyncConnection, repository_id: int, cases: Sequence[CaseResult], now: datetime
+) -> dict[str, int]:
+    """test_key -> test_cases.id for `cases`, inserting unseen tests."""
+    table = CaseRow.__table__
+    wanted: dict[str, CaseResult] = {}
+    for case in cases:
+        wanted.setdefault(case.test_key, case)
+    found: dict[str, int] = {}
+    keys = list(wanted)
+    for start in range(0, len(keys), _KEY_BATCH):
+        chunk = keys[start : start + _KEY_BATCH]
+        rows = await conn.execute(
+            select(table.c.test_key, table.c.id, table.c.last_seen_at).where(
+                table.c.repository_id == repository_id, table.c.test_key.in_(chunk)
+            )
+        )
+        stale: list[int] = []
+        for key, case_id, last_seen in rows:
+            found[key] = case_id
+            if last_seen is not None and _as_aware(last_seen) < now - _LAST_SEEN_GRANULARITY:
+                stale.append(case_id)
+        if stale:
+            await conn.execute(update(table).where(table.c.id.in_(stale)).values(last_seen_at=now))
+    missing = [wanted[k] for k in keys if k not in found]
+    for start in range(0, len(missing), _KEY_BATCH):
+        chunk_cases = missing[start : start + _KEY_BATCH]
+        stmt = (
+            _insert_ignore(conn.dialect.name, table)
+            .values(
+                [
+                    {
+                        "repository_id": repository_id,
+                        "test_key": c.test_key,
+                        "suite": c.suite,
+                        "class_name": c.class_name,
+                        "name": c.name,
+                        "file": c.file,
+                        "first_seen_at": now,
+                        "last_seen_at": now,
+                    }
+                    for c in chunk_cases
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "test_key"])
+            .returning(table.c.test_key, table.c.id)
+        )
+        for key, case_id in await conn.execute(stmt):
+            found[key] = case_id
+    still_missing = [k for k in keys if k not in found]
+    if still_missing:
+        # Another transaction inserted them concurrently: read their ids.
+        rows = await conn.execute(
+            select(table.c.test_key, table.c.id).where(
+                table.c.repository_id == repository_id, table.c.test_key.in_(still_missing)
+            )
+        )
+        found.update({key: case_id for key, case_id in rows})
+    return found
+
+
+def _as_aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def _insert_executions(conn: AsyncConnection, rows: Iterable[tuple[Any, ...]]) -> None:
+    records = list(rows)
+    if not records:
+        return
+    if conn.dialect.name == "postgresql":
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        if driver is None:
+            raise RuntimeError("asyncpg connection is not open")
+        await driver.copy_records_to_table(
+            "executions", records=records, columns=list(_EXECUTION_COLUMNS)
+        )
+        return
+    await conn.execute(
+        insert(ExecutionRow.__table__),
+        [dict(zip(_EXECUTION_COLUMNS, record, strict=True)) for record in records],
+    )
+
+
+async def run_exists(engine: AsyncEngine, repository_id: int, run_id: int, attempt: int) -> bool:
+    runs = WorkflowRunRow.__table__
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            select(runs.c.id).where(
+                runs.c.repository_id == repository_id,
+                runs.c.run_id == run_id,
+                runs.c.run_attempt == attempt,
+            )
+        )
+    return found is not None
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

@@ -1,0 +1,62 @@
+"""What processors depend on: a `Deps` bundle of ports, built once by `bootstrap`.
+
+Processors see these Protocols, never concrete clients, so tests pass fakes for our own
+ports (a directory-backed `RunSource`, a recording `CheckPublisher`) and real Redis and
+databases for everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flakeguard.adapters.artifacts import ReportSource
+from flakeguard.adapters.queue.payloads import RunsIngestPayload
+from flakeguard.adapters.queue.producer import JobProducer
+from flakeguard.core.models import ReportProblem, RunRef
+
+if TYPE_CHECKING:
+    from flakeguard.adapters.github.client import CheckRunBody, GitHubClient, RepoCoords
+    from flakeguard.observability import Metrics
+    from flakeguard.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RunReports:
+    """A run attempt and the JUnit files found in it, grouped by environment (job/artifact)."""
+
+    run: RunRef
+    groups: AsyncIterator[tuple[str, ReportSource | ReportProblem]]
+    """(env_key, source or problem) pairs, streamed: archives are opened one at a time."""
+
+
+class RunSource(Protocol):
+    """Where a run's results come from: GitHub artifacts, or a local folder in tests."""
+
+    async def open_run(self, payload: RunsIngestPayload) -> RunReports: ...
+
+
+class CheckPublisher(Protocol):
+    """Creates or updates our check run on a commit (GitHub, or a recording fake)."""
+
+    async def find(self, repo: RepoCoords, head_sha: str, name: str) -> int | None: ...
+
+    async def create(self, repo: RepoCoords, body: CheckRunBody) -> int: ...
+
+    async def update(self, repo: RepoCoords, check_run_id: int, body: CheckRunBody) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    settings: Settings
+    engine: AsyncEngine
+    producer: JobProducer
+    metrics: Metrics
+    run_source: RunSource
+    clock: Callable[[], datetime]
+    github: GitHubClient | None = None
+    checks: CheckPublisher | None = None
