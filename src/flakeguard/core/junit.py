@@ -1,0 +1,942 @@
+"""JUnit XML → `CaseResult`: a streaming, hardened, pure parser.
+
+Input is a binary stream (a file, a ZIP member behind a byte-budget wrapper, a `BytesIO`);
+this module opens nothing, reads no clock and never raises for bad input: a file that is not
+XML, not JUnit, hostile, truncated or unreadable ends the iteration with a `ReportProblem`
+whose reason never quotes the file's content.
+
+Parsing (notes/junit.md §3, §5)
+    `lxml.etree.iterparse(resolve_entities=False, no_network=True, load_dtd=False,
+    huge_tree=False, recover=False)`, only `testsuites`/`testsuite`/`testcase` events; each
+    testcase is cleared after use and its earlier siblings deleted, so memory is bounded by one
+    testcase plus the current suite's buffer. Before that, a probe parses the prolog (at most
+    `ParseLimits.max_prolog_bytes`) to see the root element: any DOCTYPE (hence any ENTITY) is
+    rejected, and a root other than `<testsuites>`/`<testsuite>` (NUnit, xUnit.net, checkstyle…)
+    is "not JUnit" before the body is read. libxml2's default limits (depth 256, text node
+    10 MB, name 50,000 chars) and amplification guard stay on.
+
+Identity (stable across runs: no times, timestamps, machine hostnames or attempt numbers)
+    suite       the names of the enclosing `<testsuite>` elements, outermost first, joined with
+                " / " (the `<testsuites>` wrapper is a report, not a suite, and is left out).
+                Each name is stripped, loses a CI workspace prefix (below) and xmlrunner's
+                ``-YYYYMMDDhhmmss`` suffix. Playwright (root `<testsuites id="" name="">`) puts
+                the project in the suite's ``hostname``: it is appended as `` [project]``;
+                every other tool's ``hostname`` is a machine name and is ignored.
+    class_name  ``classname`` (else PHPUnit's ``class``) as written, stripped. What it means
+                differs per tool (pytest module path, jest "describe title", mocha title, Go
+                package) but it is stable for one tool, which is all identity needs.
+    name        ``name``, stripped.
+    file        the testcase's ``file``, else the nearest enclosing suite's ``file``, else the
+                ``file`` of a Cypress/mocha top-level "Root Suite" seen earlier in the report.
+                Normalised: ``\\`` → ``/``, a leading ``./`` dropped, and a CI workspace prefix
+                (``/home/runner/work/<repo>/<repo>/``, ``/__w/…/…/``, ``D:/a/…/…/``,
+                ``/Users/runner/work/…/…/``) removed so the same test on Linux, macOS,
+                Windows and container runners keeps one key. Empty → None.
+
+Attempts and retries (notes §2.3)
+    Repeated `<testcase>` elements with the same (class_name, name, file) inside the same
+    innermost suite are one `CaseResult`; each occurrence is an attempt in document order.
+    Surefire/Failsafe/Gradle/Marathon/nextest children add attempts: ``flakyFailure``/
+    ``flakyError`` are failed attempts *before* the main result, ``rerunFailure``/
+    ``rerunError`` failing reruns *after* it. The final outcome is the last attempt.
+    pytest-rerunfailures ≥ 16.6.1 writes a failed attempt as an *empty* testcase: in a pytest
+    report (root named "pytest tests" or suite named "pytest") every non-final occurrence that
+    looks passed is a FAILED attempt without details. Example: pytest writes
+    ``<testcase name="t"/><testcase name="t"/>`` for "failed, then passed on rerun" →
+    attempts (FAILED, PASSED), `is_flaky_in_report` True. gotestsum ``--rerun-fails`` writes
+    the failures first and the passing rerun last, so "last occurrence" is right for it too.
+
+Outcome of one element
+    the first ``failure``/``error`` child decides (FAILED/ERROR, its ``type`` and ``message``),
+    else ``skipped`` → SKIPPED, else CTest/Bazel ``status`` (``fail`` → FAILED, ``notrun``/
+    ``disabled`` → SKIPPED), else PASSED. node:test's ``failure=`` attribute is ignored (its
+    ``<failure>`` child carries the same). Message = the ``message`` attribute, else the
+    first non-blank text line, cut to `ParseLimits.max_message_chars`. Duration: see
+    `parse_duration_s`. Signature: see `failure_signature`.
+
+Properties
+    The testcase's own ``<properties>`` (pytest ``record_property``, Playwright annotations,
+    CTest labels) and the environment keys of enclosing suites (`ENV_PROPERTY_NAMES`, e.g.
+    AGP ``device``/``flavor``) plus ``playwright.project``; bounded in count and length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import IO, Final
+
+from lxml import etree
+
+from flakeguard.core.models import Attempt, CaseResult, Outcome, ReportProblem
+
+__all__ = [
+    "ENV_PROPERTY_NAMES",
+    "ParseLimits",
+    "ProblemKind",
+    "ReportReader",
+    "ReportStats",
+    "failure_signature",
+    "normalise_file",
+    "parse_bytes",
+    "parse_duration_s",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """Bounds on what one report may cost; defaults suit CI artifacts."""
+
+    max_message_chars: int = 4096
+    """Trimmed message bound (the full text is not kept)."""
+    max_stack_chars_hashed: int = 65536
+    """How much of a stack trace feeds the signature hash."""
+    max_stack_lines_hashed: int = 12
+    """How many non-blank stack lines (the first frames) feed the signature hash."""
+    max_buffered_attempts: int = 10_000
+    """Attempts held for one suite before it is flushed early (a retry after the flush
+    starts a new `CaseResult`); bounds memory for giant suites."""
+    max_prolog_bytes: int = 1 << 20
+    """The root element must start within this many bytes (comments, PIs, BOM)."""
+    max_properties_per_case: int = 32
+    max_property_chars: int = 512
+    """Bound on each property name and value."""
+    read_chunk_bytes: int = 64 * 1024
+    """Read size of the prolog probe."""
+
+
+DEFAULT_LIMITS: Final = ParseLimits()
+
+
+class ProblemKind(StrEnum):
+    """Why a report could not be (fully) used; the first words of `ReportProblem.reason`."""
+
+    READ_FAILED = "reading the file failed"
+    NOT_XML = "not XML"
+    NOT_JUNIT = "not a JUnit report"
+    DOCTYPE = "DOCTYPE not allowed"
+    MALFORMED = "malformed XML"
+    TRUNCATED = "truncated XML"
+    LIMIT = "XML parser limit exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportStats:
+    """Counts over the yielded `CaseResult`s (never the suite attributes, which lie)."""
+
+    cases: int = 0
+    attempts: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    flaky: int = 0
+    """Cases with a failing attempt and a final pass."""
+
+
+ENV_PROPERTY_NAMES: Final[frozenset[str]] = frozenset({"device", "flavor", "project", "go.version"})
+"""Suite-level properties copied to each case: they describe where the test ran (AGP
+`device`/`flavor`/`project`, go-junit-report `go.version`). JVM dumps are not copied."""
+
+PLAYWRIGHT_PROJECT_PROPERTY: Final = "playwright.project"
+
+_SUITE_TAGS: Final = frozenset({"testsuites", "testsuite"})
+_PYTEST_ROOT_NAME: Final = "pytest tests"
+_PYTEST_SUITE_NAME: Final = "pytest"
+_MOCHA_ROOT_SUITE: Final = "Root Suite"
+_SUITE_SEPARATOR: Final = " / "
+_MAX_DURATION_S: Final = 1e7
+_CACHE_ENTRIES: Final = 4096
+
+_FAIL_KIND: Final[dict[str, Outcome]] = {"failure": Outcome.FAILED, "error": Outcome.ERROR}
+_FLAKY_KIND: Final[dict[str, Outcome]] = {
+    "flakyFailure": Outcome.FAILED,
+    "flakyError": Outcome.ERROR,
+}
+_RERUN_KIND: Final[dict[str, Outcome]] = {
+    "rerunFailure": Outcome.FAILED,
+    "rerunError": Outcome.ERROR,
+}
+_STATUS_OUTCOME: Final[dict[str, Outcome]] = {
+    "fail": Outcome.FAILED,
+    "failed": Outcome.FAILED,
+    "failure": Outcome.FAILED,
+    "error": Outcome.ERROR,
+    "notrun": Outcome.SKIPPED,
+    "disabled": Outcome.SKIPPED,
+    "skipped": Outcome.SKIPPED,
+}
+
+_WORKSPACE_RE: Final = re.compile(
+    r"(?:/home/runner/work|/Users/runner/work|/__w|[A-Za-z]:/a)/[^/\s]+/[^/\s]+/"
+)
+_XMLRUNNER_SUFFIX_RE: Final = re.compile(r"-\d{14}$")
+_THOUSANDS_RE: Final = re.compile(r"[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
+_DECIMAL_COMMA_RE: Final = re.compile(r"\d+,\d+")
+
+# Volatile parts of failure text, replaced before hashing (order matters: timestamps before
+# durations, temp paths before bare numbers).
+_VOLATILE_SUBS: Final[tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...]] = (
+    (_WORKSPACE_RE, ""),
+    (re.compile(r"0x[0-9a-fA-F]+"), "0x?"),
+    (
+        re.compile(
+            r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+        ),
+        "<uuid>",
+    ),
+    (
+        re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"),
+        "<time>",
+    ),
+    (
+        re.compile(
+            r"(?:/tmp|/var/folders|/private/var|[A-Za-z]:/Users/[^/\s]+/AppData/Local/Temp|"
+            r"pytest-of-[^/\s]+)[^\s'\"<>)]*"
+        ),
+        lambda m: re.sub(r"\d+", "#", m.group(0)),
+    ),
+    (
+        re.compile(
+            r"\b\d+(?:\.\d+)?\s?(?:ns|µs|us|ms|s|sec|secs|seconds|m|min|minutes)\b",
+        ),
+        "<duration>",
+    ),
+    (re.compile(r"\b\d+\.\d{5,}"), "<float>"),
+    (re.compile(r"[ \t]+"), " "),
+)
+
+
+def parse_duration_s(text: str | None) -> float | None:
+    """Seconds from a JUnit ``time`` attribute, or None when it cannot be trusted.
+
+    Accepts plain decimals, thousands separators (Surefire 2.22–3.1 over 1000 s) and a
+    decimal comma (old Surefire, xUnit.net). A comma group starting with a non-zero digit is
+    read as thousands, so the ambiguous ``"1,234"`` is 1234 s. Negative, NaN, infinite or
+    > 1e7 s (115 days) → None.
+
+    >>> parse_duration_s("2,120.532"), parse_duration_s("0,025"), parse_duration_s("-345345")
+    (2120.532, 0.025, None)
+    """
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        stripped = text.strip()
+        if _THOUSANDS_RE.fullmatch(stripped):
+            seconds = float(stripped.replace(",", ""))
+        elif _DECIMAL_COMMA_RE.fullmatch(stripped):
+            seconds = float(stripped.replace(",", "."))
+        else:
+            return None
+    if math.isfinite(seconds) and 0.0 <= seconds <= _MAX_DURATION_S:
+        return seconds
+    return None
+
+
+def normalise_file(path: str | None) -> str | None:
+    """A test file path in one form for every runner OS.
+
+    >>> normalise_file(r"D:\\a\\shop\\shop\\src\\cart.spec.js"), normalise_file("./spec/a_spec.rb")
+    ('src/cart.spec.js', 'spec/a_spec.rb')
+    """
+    if path is None:
+        return None
+    cleaned = path.strip().replace("\\", "/")
+    cleaned = _WORKSPACE_RE.sub("", cleaned, count=1)
+    while cleaned.startswith("./"):
+        cleaned = cleaned[2:]
+    return cleaned or None
+
+
+def _normalise_volatile(text: str) -> str:
+    for pattern, replacement in _VOLATILE_SUBS:
+        text = pattern.sub(replacement, text)
+    return text.strip()
+
+
+def failure_signature(
+    kind: str,
+    failure_type: str | None,
+    message: str | None,
+    stack: str | None,
+    limits: ParseLimits = DEFAULT_LIMITS,
+) -> str:
+    """Stable hash of one failure: same failure mode → same signature across runs.
+
+    Hashes (blake2b, 16 bytes) `kind` ("failure" or "error"), the type, the message and the
+    first `limits.max_stack_lines_hashed` non-blank lines of the first
+    `limits.max_stack_chars_hashed` characters of the stack, after replacing volatile
+    parts: CI workspace prefixes, ``0x…`` addresses, UUIDs, ISO timestamps, numbers inside
+    temp paths, durations (``0.00s``, ``12 ms``), long floats (≥ 5 decimals), and runs of
+    blanks. Line numbers stay: a moved assertion is a different failure.
+
+    >>> a = failure_signature("failure", "E", "obj at 0x7f3a took 1.25s", None)
+    >>> a == failure_signature("failure", "E", "obj at 0x55aa took 3s", None)
+    True
+    """
+    parts = [kind, failure_type or "", _normalise_volatile(message or "")]
+    if stack:
+        head = stack[: limits.max_stack_chars_hashed]
+        lines_left = limits.max_stack_lines_hashed
+        for line in head.splitlines():
+            if lines_left <= 0:
+                break
+            cleaned = _normalise_volatile(line)
+            if cleaned:
+                parts.append(cleaned)
+                lines_left -= 1
+    raw = "\x1f".join(parts)
+    return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _trim(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    return text[: max_chars - 1] + "…"
+
+
+def _first_line(text: str | None) -> str | None:
+    if not text:
+        return None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped:
+            return stripped
+    return None
+
+
+def _suite_part(name: str | None) -> str:
+    if not name:
+        return ""
+    cleaned = _WORKSPACE_RE.sub("", name.strip().replace("\\", "/"), count=1)
+    return _XMLRUNNER_SUFFIX_RE.sub("", cleaned)
+
+
+class _StreamReadFailedError(Exception):
+    """Raised through lxml when the wrapped stream's own read fails."""
+
+
+class _RootReachedError(Exception):
+    """Stops the prolog probe at the root element's start tag."""
+
+
+class _GuardedStream:
+    """Reads the caller's stream, remembering any failure of the stream itself.
+
+    lxml re-raises whatever `read` raised; recording it here tells a stream failure (a size
+    cap of the ZIP wrapper, an OSError) apart from bad XML and from our own bugs.
+    """
+
+    __slots__ = ("_prefix", "_raw", "failure")
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._prefix = b""
+        self.failure: BaseException | None = None
+
+    def replay(self, prefix: bytes) -> None:
+        """Serve `prefix` again before the rest of the stream (the probe consumed it)."""
+        self._prefix = prefix
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            if size < 0 or size >= len(self._prefix):
+                data, self._prefix = self._prefix, b""
+            else:
+                data, self._prefix = self._prefix[:size], self._prefix[size:]
+            return data
+        try:
+            data = self._raw.read(size)
+        except MemoryError:
+            raise
+        # The stream is foreign (ZIP member, HTTP body, file): whatever its read raises is, by
+        # this module's contract, a per-file problem, never a crash of the whole run.
+        except Exception as exc:
+            self.failure = exc
+            raise _StreamReadFailedError from exc
+        return data
+
+
+class _Probe:
+    """lxml parser target that records the DOCTYPE and stops at the root start tag."""
+
+    def __init__(self) -> None:
+        self.has_doctype = False
+        self.root_tag: str | None = None
+        self.root_attrs: dict[str, str] = {}
+
+    def doctype(self, name: str | None, public_id: str | None, system_url: str | None) -> None:
+        self.has_doctype = True
+
+    def start(self, tag: str | bytes, attrib: dict[str | bytes, str | bytes]) -> None:
+        self.root_tag = str(tag)
+        self.root_attrs = {str(k): str(v) for k, v in attrib.items()}
+        raise _RootReachedError
+
+    def end(self, tag: str | bytes) -> None:
+        """Unused: the probe stops at the first start tag."""
+
+    def data(self, data: str | bytes) -> None:
+        """Unused: prolog text carries nothing we need."""
+
+    def comment(self, text: str | bytes) -> None:
+        """Unused: comments before the root are allowed and ignored."""
+
+    def close(self) -> None:
+        """Unused: the probe is abandoned after the root start tag."""
+
+
+_ERROR_NAMES: Final[dict[int, str]] = {
+    code: name for name, code in vars(etree.ErrorTypes).items() if isinstance(code, int)
+}
+_TRUNCATION_ERRORS: Final = frozenset(
+    {"ERR_TAG_NOT_FINISHED", "ERR_DOCUMENT_EMPTY", "ERR_LTSLASH_REQUIRED", "ERR_GT_REQUIRED"}
+)
+
+
+def _syntax_problem(exc: etree.XMLSyntaxError) -> tuple[ProblemKind, str]:
+    """Kind and detail of a libxml2 error, without its message (which may quote content)."""
+    code = int(getattr(exc, "code", 0))  # set by lxml, missing from lxml-stubs
+    name = _ERROR_NAMES.get(code, f"error {code}")
+    line = exc.lineno
+    msg = exc.msg or ""
+    if name == "ERR_RESOURCE_LIMIT" or "limit" in msg.lower() or "too long" in msg.lower():
+        if "depth" in msg.lower():
+            detail = "elements nested deeper than 256 levels"
+        elif "text node" in msg.lower():
+            detail = "a text node over 10,000,000 bytes"
+        elif "name" in msg.lower():
+            detail = "a name over 50,000 characters"
+        elif "amplification" in msg.lower():
+            detail = "entity amplification"
+        else:
+            detail = "a value over the parser's size limit"
+        return ProblemKind.LIMIT, f"{detail} (line {line})"
+    if name in _TRUNCATION_ERRORS or (line == 0 and name == "ERR_INTERNAL_ERROR"):
+        return ProblemKind.TRUNCATED, f"the document ends early ({name}, line {line})"
+    if name in ("ERR_DOCUMENT_END", "ERR_EXTRA_CONTENT"):
+        return ProblemKind.MALFORMED, f"content after the root element (line {line})"
+    if name in ("ERR_INVALID_ENCODING", "ERR_INVALID_CHAR", "ERR_UNKNOWN_ENCODING"):
+        return ProblemKind.MALFORMED, f"invalid bytes for the document's encoding (line {line})"
+    if "entity" in name.lower():
+        return ProblemKind.MALFORMED, f"an entity reference ({name}, line {line})"
+    return ProblemKind.MALFORMED, f"{name} at line {line}"
+
+
+class _Group:
+    """One test identity's attempts inside the current suite buffer."""
+
+    __slots__ = ("attempts", "class_name", "file", "name", "properties")
+
+    def __init__(
+        self,
+        class_name: str,
+        name: str,
+        file: str | None,
+        properties: tuple[tuple[str, str], ...],
+    ) -> None:
+        self.class_name = class_name
+        self.name = name
+        self.file = file
+        self.properties = properties
+        self.attempts: list[Attempt] = []
+
+
+class _Frame:
+    """An open suite: its identity context and its buffered cases."""
+
+    __slots__ = (
+        "buffer",
+        "buffered_attempts",
+        "elem",
+        "env",
+        "env_ready",
+        "file",
+        "hides_failed_attempts",
+        "path",
+        "project",
+    )
+
+    def __init__(
+        self,
+        elem: etree._Element,
+        path: str,
+        file: str | None,
+        project: str | None,
+        env: tuple[tuple[str, str], ...],
+        hides_failed_attempts: bool,
+    ) -> None:
+        self.elem = elem
+        self.path = path
+        self.file = file
+        self.project = project
+        self.env = env
+        self.env_ready = False
+        self.hides_failed_attempts = hides_failed_attempts
+        self.buffer: dict[tuple[str | None, str | None, str | None], _Group] = {}
+        self.buffered_attempts = 0
+
+
+class ReportReader:
+    """Streams `CaseResult` objects out of one JUnit XML byte stream.
+
+    Iterate once; cases come out suite by suite (a suite's repeated testcases are merged, so
+    a suite is yielded when it closes, or earlier when `max_buffered_attempts` is reached).
+    After iteration, `problem` says why the file was not (fully) usable and `stats` counts
+    what was yielded. Bad input never raises; bugs and MemoryError do.
+
+    >>> xml = b'<testsuite name="s"><testcase name="t"/></testsuite>'
+    >>> reader = ReportReader(io.BytesIO(xml), "r.xml")
+    >>> [c.name for c in reader], reader.problem
+    (['t'], None)
+    """
+
+    def __init__(
+        self, stream: IO[bytes], source: str, limits: ParseLimits = DEFAULT_LIMITS
+    ) -> None:
+        self._stream = _GuardedStream(stream)
+        self._source = source
+        self._limits = limits
+        self._problem: ReportProblem | None = None
+        self._problem_kind: ProblemKind | None = None
+        self._started = False
+        self._yielded = 0
+        self._attempts = 0
+        self._counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self._flaky = 0
+        self._passed_cache: dict[str | None, Attempt] = {}
+        self._file_cache: dict[str, str | None] = {}
+        self._default_file: str | None = None
+        self._is_pytest = False
+        self._is_playwright = False
+
+    @property
+    def problem(self) -> ReportProblem | None:
+        """Why the file was not (fully) used; None if fine. Valid after iteration ends."""
+        return self._problem
+
+    @property
+    def problem_kind(self) -> ProblemKind | None:
+        return self._problem_kind
+
+    @property
+    def stats(self) -> ReportStats:
+        counts = self._counts
+        return ReportStats(
+            cases=self._yielded,
+            attempts=self._attempts,
+            passed=counts[Outcome.PASSED],
+            failed=counts[Outcome.FAILED],
+            errors=counts[Outcome.ERROR],
+            skipped=counts[Outcome.SKIPPED],
+            flaky=self._flaky,
+        )
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[CaseResult]:
+        if self._started:
+            raise RuntimeError("a ReportReader can be iterated only once")
+        self._started = True
+        root = self._probe_root()
+        if root is None:
+            return
+        root_tag, root_attrs = root
+        self._is_pytest = root_attrs.get("name") == _PYTEST_ROOT_NAME
+        self._is_playwright = (
+            root_tag == "testsuites" and root_attrs.get("id") == "" and root_attrs.get("name") == ""
+        )
+        yield from self._parse_body()
+
+    def _fail(self, kind: ProblemKind, detail: str) -> None:
+        reason = f"{kind.value}: {detail}" if detail else kind.value
+        self._problem_kind = kind
+        self._problem = ReportProblem(source=self._source, reason=reason, partial=self._yielded > 0)
+
+    def _read_failure_detail(self) -> str:
+        exc = self._stream.failure
+        if exc is None:
+            return "unknown stream error"
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    def _probe_root(self) -> tuple[str, dict[str, str]] | None:
+        """Read the prolog until the root start tag; check DOCTYPE and root name."""
+        probe = _Probe()
+        # The recipe of notes/junit.md §5, spelled out at both parser constructions.
+        parser = etree.XMLParser(
+            target=probe,
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            recover=False,
+        )
+        seen: list[bytes] = []
+        seen_bytes = 0
+        limits = self._limits
+        try:
+            while True:
+                chunk = self._stream.read(limits.read_chunk_bytes)
+                if not chunk:
+                    parser.close()
+                    self._fail(ProblemKind.NOT_XML, "no root element")
+                    return None
+                seen.append(chunk)
+                seen_bytes += len(chunk)
+                parser.feed(chunk)
+                if probe.has_doctype:
+                    break
+                if seen_bytes > limits.max_prolog_bytes:
+                    self._fail(
+                        ProblemKind.NOT_XML,
+                        f"no root element in the first {limits.max_prolog_bytes} bytes",
+                    )
+                    return None
+        except _RootReachedError:
+            pass
+        except _StreamReadFailedError:
+            self._fail(ProblemKind.READ_FAILED, self._read_failure_detail())
+            return None
+        except etree.XMLSyntaxError as exc:
+            if not probe.has_doctype:
+                kind, detail = _syntax_problem(exc)
+                # Before the root element nothing is "truncated" or "malformed": it is no XML.
+                self._fail(
+                    ProblemKind.LIMIT if kind is ProblemKind.LIMIT else ProblemKind.NOT_XML, detail
+                )
+                return None
+        if probe.has_doctype:
+            self._fail(
+                ProblemKind.DOCTYPE,
+                "the document declares a DTD (JUnit never needs one; entities are refused)",
+            )
+            return None
+        tag = probe.root_tag or ""
+        if tag not in _SUITE_TAGS:
+            shown = tag if len(tag) <= 64 else tag[:63] + "…"
+            self._fail(
+                ProblemKind.NOT_JUNIT,
+                f"root element <{shown}>, expected <testsuites> or <testsuite>",
+            )
+            return None
+        self._stream.replay(b"".join(seen))
+        return tag, probe.root_attrs
+
+    def _parse_body(self) -> Iterator[CaseResult]:
+        events = etree.iterparse(
+            self._stream,
+            events=("start", "end"),
+            tag=("testsuites", "testsuite", "testcase"),
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            recover=False,
+        )
+        stack: list[_Frame] = []
+        try:
+            for event, elem in events:
+                tag = elem.tag
+                if tag == "testcase":
+                    if event == "end":
+                        frame = stack[-1]
+                        self._take_case(elem, frame)
+                        if frame.buffered_attempts >= self._limits.max_buffered_attempts:
+                            yield from self._drain(frame)
+                        elem.clear(keep_tail=False)
+                        parent = elem.getparent()
+                        if parent is not None:
+                            while elem.getprevious() is not None:
+                                del parent[0]
+                elif event == "start":
+                    if stack:
+                        parent_frame = stack[-1]
+                        self._ensure_env(parent_frame)
+                        if parent_frame.buffer:
+                            yield from self._drain(parent_frame)
+                    stack.append(self._open_frame(elem, stack[-1] if stack else None))
+                else:
+                    frame = stack.pop()
+                    yield from self._drain(frame)
+                    if (
+                        frame.path == _MOCHA_ROOT_SUITE
+                        and frame.file is not None
+                        and self._default_file is None
+                    ):
+                        self._default_file = frame.file
+                    elem.clear(keep_tail=False)
+                    parent = elem.getparent()
+                    if parent is not None:
+                        while elem.getprevious() is not None:
+                            del parent[0]
+        except _StreamReadFailedError:
+            self._fail(ProblemKind.READ_FAILED, self._read_failure_detail())
+        except etree.XMLSyntaxError as exc:
+            self._fail(*_syntax_problem(exc))
+        if self._problem is not None:
+            # Keep what was read completely; the caller decides, `partial` tells it.
+            pending = [frame for frame in stack if frame.buffer]
+            if pending:
+                self._problem = ReportProblem(
+                    source=self._source, reason=self._problem.reason, partial=True
+                )
+            for frame in pending:
+                yield from self._drain(frame)
+
+    # -- suites ----------------------------------------------------------------------------
+
+    def _open_frame(self, elem: etree._Element, parent: _Frame | None) -> _Frame:
+        if elem.tag == "testsuites":
+            if parent is None:
+                return _Frame(elem, "", None, None, (), self._is_pytest)
+            return _Frame(
+                elem,
+                parent.path,
+                parent.file,
+                parent.project,
+                parent.env,
+                parent.hides_failed_attempts,
+            )
+        name = elem.get("name")
+        part = _suite_part(name)
+        path = part if parent is None or not parent.path else parent.path + _SUITE_SEPARATOR + part
+        raw_file = elem.get("file")
+        file = self._normalise_file(raw_file) if raw_file else None
+        if file is None:
+            file = parent.file if parent is not None else None
+        project = parent.project if parent is not None else None
+        if self._is_playwright:
+            hostname = (elem.get("hostname") or "").strip()
+            if hostname:
+                project = hostname
+                path = f"{path} [{project}]"
+        env = parent.env if parent is not None else ()
+        hides = self._is_pytest or (name or "").strip() == _PYTEST_SUITE_NAME
+        if parent is not None and parent.hides_failed_attempts:
+            hides = True
+        return _Frame(elem, path, file, project, env, hides)
+
+    def _ensure_env(self, frame: _Frame) -> None:
+        """Read the suite's own environment properties (they precede its children)."""
+        if frame.env_ready:
+            return
+        frame.env_ready = True
+        found = dict(frame.env)
+        for props in frame.elem.iterchildren("properties"):
+            for prop in props.iterchildren("property"):
+                key = prop.get("name")
+                value = prop.get("value")
+                if key in ENV_PROPERTY_NAMES and value is not None:
+                    found[key] = value[: self._limits.max_property_chars]
+        if frame.project is not None:
+            found[PLAYWRIGHT_PROJECT_PROPERTY] = frame.project
+        frame.env = tuple(sorted(found.items()))
+
+    def _drain(self, frame: _Frame) -> Iterator[CaseResult]:
+        buffer = frame.buffer
+        if not buffer:
+            return
+        frame.buffer = {}
+        frame.buffered_attempts = 0
+        counts = self._counts
+        hides = frame.hides_failed_attempts
+        suite = frame.path
+        for group in buffer.values():
+            attempts = group.attempts
+            if hides and len(attempts) > 1:
+                attempts = [_as_hidden_failure(a) for a in attempts[:-1]] + attempts[-1:]
+            case = CaseResult(
+                suite=suite,
+                class_name=group.class_name,
+                name=group.name,
+                file=group.file,
+                attempts=tuple(attempts),
+                properties=group.properties,
+            )
+            final = attempts[-1].outcome
+            counts[final] += 1
+            self._attempts += len(attempts)
+            if len(attempts) > 1 and final is Outcome.PASSED and case.is_flaky_in_report:
+                self._flaky += 1
+            self._yielded += 1
+            yield case
+
+    # -- cases -----------------------------------------------------------------------------
+
+    def _normalise_file(self, raw: str) -> str | None:
+        cache = self._file_cache
+        try:
+            return cache[raw]
+        except KeyError:
+            pass
+        if len(cache) >= _CACHE_ENTRIES:
+            cache.clear()
+        cache[raw] = result = normalise_file(raw)
+        return result
+
+    def _take_case(self, elem: etree._Element, frame: _Frame) -> None:
+        get = elem.get
+        class_name = get("classname")
+        if class_name is None:
+            class_name = get("class")
+        name = get("name")
+        raw_file = get("file")
+        key = (class_name, name, raw_file)
+        group = frame.buffer.get(key)
+        if group is None:
+            if not frame.env_ready:
+                self._ensure_env(frame)
+            if raw_file:
+                file = self._normalise_file(raw_file)
+            else:
+                file = frame.file if frame.file is not None else self._default_file
+            props = frame.env
+            if len(elem):
+                props = self._case_properties(elem, props)
+            group = _Group(
+                class_name.strip() if class_name else "",
+                name.strip() if name else "",
+                file,
+                props,
+            )
+            frame.buffer[key] = group
+        if len(elem):
+            before, main, after = self._attempts_of(elem)
+            if before:
+                group.attempts.extend(before)
+            group.attempts.append(main)
+            if after:
+                group.attempts.extend(after)
+            frame.buffered_attempts += 1 + len(before) + len(after)
+        else:
+            group.attempts.append(self._childless_attempt(get("time"), get("status")))
+            frame.buffered_attempts += 1
+
+    def _childless_attempt(self, time_text: str | None, status: str | None) -> Attempt:
+        if status is not None:
+            outcome = _STATUS_OUTCOME.get(status.strip().lower())
+            if outcome is not None:
+                return Attempt(outcome=outcome, duration_s=parse_duration_s(time_text))
+        cache = self._passed_cache
+        attempt = cache.get(time_text)
+        if attempt is None:
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            # Attempts are immutable: one shared object per distinct `time` string saves an
+            # allocation per passing case, the bulk of every report.
+            attempt = Attempt(outcome=Outcome.PASSED, duration_s=parse_duration_s(time_text))
+            cache[time_text] = attempt
+        return attempt
+
+    def _attempts_of(self, elem: etree._Element) -> tuple[list[Attempt], Attempt, list[Attempt]]:
+        before: list[Attempt] = []
+        after: list[Attempt] = []
+        main_el: etree._Element | None = None
+        main_kind: Outcome | None = None
+        skipped_el: etree._Element | None = None
+        for child in elem:
+            tag: object = child.tag  # a function for comments and PIs
+            if tag in _FAIL_KIND:
+                if main_el is None:
+                    main_el, main_kind = child, _FAIL_KIND[child.tag]
+            elif tag == "skipped":
+                if skipped_el is None:
+                    skipped_el = child
+            elif tag in _FLAKY_KIND:
+                before.append(
+                    self._failed_attempt(child, _FLAKY_KIND[child.tag], nested_stack=True)
+                )
+            elif tag in _RERUN_KIND:
+                after.append(self._failed_attempt(child, _RERUN_KIND[child.tag], nested_stack=True))
+        time_text = elem.get("time")
+        if main_el is not None and main_kind is not None:
+            main = self._failed_attempt(main_el, main_kind, nested_stack=False, time_text=time_text)
+        elif skipped_el is not None:
+            message = skipped_el.get("message")
+            if not message:
+                message = _first_line(skipped_el.text)
+            main = Attempt(
+                outcome=Outcome.SKIPPED,
+                duration_s=parse_duration_s(time_text),
+                failure_type=(skipped_el.get("type") or None),
+                message=_trim(message.strip(), self._limits.max_message_chars) if message else None,
+            )
+        else:
+            main = self._childless_attempt(time_text, elem.get("status"))
+        return before, main, after
+
+    def _failed_attempt(
+        self,
+        el: etree._Element,
+        outcome: Outcome,
+        *,
+        nested_stack: bool,
+        time_text: str | None = None,
+    ) -> Attempt:
+        limits = self._limits
+        failure_type = (el.get("type") or "").strip() or None
+        stack = el.text
+        if nested_stack:
+            # Surefire's flaky*/rerun* elements keep the trace in a <stackTrace> child.
+            for child in el.iterchildren("stackTrace"):
+                stack = child.text
+                break
+            if time_text is None:
+                time_text = el.get("time")
+        message = (el.get("message") or "").strip() or _first_line(stack)
+        kind = "error" if outcome is Outcome.ERROR else "failure"
+        return Attempt(
+            outcome=outcome,
+            duration_s=parse_duration_s(time_text),
+            failure_type=failure_type,
+            message=_trim(message, limits.max_message_chars) if message else None,
+            signature=failure_signature(kind, failure_type, message, stack, limits),
+        )
+
+    def _case_properties(
+        self, elem: etree._Element, env: tuple[tuple[str, str], ...]
+    ) -> tuple[tuple[str, str], ...]:
+        limits = self._limits
+        found: list[tuple[str, str]] = []
+        for props in elem.iterchildren("properties"):
+            for prop in props.iterchildren("property"):
+                if len(found) >= limits.max_properties_per_case:
+                    break
+                key = prop.get("name")
+                if not key:
+                    continue
+                value = prop.get("value")
+                if value is None:
+                    value = prop.text or ""
+                found.append((key[: limits.max_property_chars], value[: limits.max_property_chars]))
+        if not found:
+            return env
+        return env + tuple(found)
+
+
+def _as_hidden_failure(attempt: Attempt) -> Attempt:
+    """pytest-rerunfailures writes a failed, rerun attempt as an empty (passing) testcase."""
+    if attempt.outcome is not Outcome.PASSED:
+        return attempt
+    return Attempt(outcome=Outcome.FAILED, duration_s=attempt.duration_s)
+
+
+def parse_bytes(
+    data: bytes, source: str, limits: ParseLimits = DEFAULT_LIMITS
+) -> tuple[list[CaseResult], ReportProblem | None]:
+    """Parse a whole report held in memory: (cases, problem or None).
+
+    >>> cases, problem = parse_bytes(b"<testsuites><testcase name='t'/></testsuites>", "r.xml")
+    >>> (cases[0].name, cases[0].outcome.value, problem)
+    ('t', 'passed', None)
+    """
+    reader = ReportReader(io.BytesIO(data), source, limits)
+    cases = list(reader)
+    return cases, reader.problem
