@@ -6,7 +6,7 @@
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 if [[ -d .venv/bin ]]; then
   PATH="$root/.venv/bin:$PATH"
 fi
