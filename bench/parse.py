@@ -1,0 +1,221 @@
+"""JUnit parser throughput: our `ReportReader` beside bare hardened `lxml.etree.iterparse`.
+
+Generates a ~50 MB report (200,000 test cases in 2,000 suites: 90 % pass, 5 % fail with 4-12
+frame stacks and output, 2 % error, 3 % skipped) into a temp dir, then runs each parser in
+fresh subprocesses (median of N runs, interleaved) and prints MB/s, cases/s, peak RSS and the
+ratio ours/bare. Targets (issue 3): throughput >= 0.7 of bare lxml, peak RSS < 80 MB.
+
+    python bench/parse.py                 # generate, measure, print
+    python bench/parse.py --runs 5        # more runs
+    python bench/parse.py --profile       # cProfile of our parser on the same file (top 25)
+    python bench/parse.py --keep DIR      # keep the generated file in DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEED = 20240601
+SUITES = 2_000
+CASES_PER_SUITE = 100
+
+
+def _frames(rng: random.Random, count: int) -> str:
+    lines = []
+    for _ in range(count):
+        pkg = rng.choice(["com.acme.shop", "org.example.billing", "io.flake.core"])
+        cls = rng.choice(["CartService", "InvoiceRepo", "Gateway", "Scheduler"])
+        meth = rng.choice(["apply", "load", "commit", "run", "handle"])
+        lines.append(f"\tat {pkg}.{cls}.{meth}({cls}.java:{rng.randint(10, 900)})")
+    return "\n".join(lines)
+
+
+def generate(path: Path) -> int:
+    """Write the benchmark report to `path`; return its size in bytes."""
+    rng = random.Random(SEED)
+    with path.open("w", encoding="utf-8") as out:
+        out.write('<?xml version="1.0" encoding="UTF-8"?>\n<testsuites name="bench">\n')
+        for s in range(SUITES):
+            cls = f"com.acme.module{s % 97}.Feature{s}Test"
+            out.write(
+                f'  <testsuite name="{cls}" tests="{CASES_PER_SUITE}" failures="0" errors="0"'
+                f' skipped="0" time="12.5" timestamp="2024-06-01T10:00:00" hostname="ci-42">\n'
+            )
+            for c in range(CASES_PER_SUITE):
+                roll = rng.random()
+                time_s = f"{rng.random() * 2:.3f}"
+                head = f'    <testcase name="test_case_{c}_does_something" classname="{cls}" time="{time_s}"'
+                if roll < 0.90:
+                    out.write(head + "/>\n")
+                elif roll < 0.95:
+                    stack = _frames(rng, rng.randint(4, 12))
+                    out.write(
+                        head + ">\n"
+                        f'      <failure message="expected: &lt;{c}&gt; but was: &lt;{c + 1}&gt;"'
+                        ' type="org.opentest4j.AssertionFailedError">'
+                        f"org.opentest4j.AssertionFailedError: expected: &lt;{c}&gt; but was"
+                        f": &lt;{c + 1}&gt;\n{stack}\n</failure>\n"
+                        "      <system-out><![CDATA["
+                        + "log line with some details of the run\n" * rng.randint(5, 20)
+                        + "]]></system-out>\n    </testcase>\n"
+                    )
+                elif roll < 0.97:
+                    stack = _frames(rng, rng.randint(4, 12))
+                    out.write(
+                        head + ">\n"
+                        '      <error message="Connection refused (after 3 retries)"'
+                        ' type="java.net.ConnectException">'
+                        f"java.net.ConnectException: Connection refused\n{stack}\n</error>\n"
+                        "    </testcase>\n"
+                    )
+                else:
+                    out.write(
+                        head + '>\n      <skipped message="disabled on CI"/>\n    </testcase>\n'
+                    )
+            out.write("  </testsuite>\n")
+        out.write("</testsuites>\n")
+    return path.stat().st_size
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_bare(path: Path) -> int:
+    from lxml import etree
+
+    cases = 0
+    with path.open("rb") as stream:
+        for _event, elem in etree.iterparse(
+            stream,
+            events=("end",),
+            tag="testcase",
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            recover=False,
+        ):
+            cases += 1
+            elem.clear(keep_tail=False)
+            parent = elem.getparent()
+            if parent is not None:
+                while elem.getprevious() is not None:
+                    del parent[0]
+    return cases
+
+
+def run_ours(path: Path) -> int:
+    from flakeguard.core.junit import ReportReader
+
+    with path.open("rb") as stream:
+        reader = ReportReader(stream, path.name)
+        attempts = 0
+        for case in reader:
+            attempts += len(case.attempts)
+    if reader.problem is not None:
+        raise SystemExit(f"unexpected problem: {reader.problem.reason}")
+    return attempts
+
+
+def child(kind: str, path: Path) -> None:
+    """One measurement in this (fresh) process; prints a JSON line."""
+    baseline_mb = _peak_rss_mb()
+    runner = run_ours if kind == "ours" else run_bare
+    if kind == "ours":
+        import flakeguard.core.junit  # noqa: F401  # import cost is not parse cost
+    else:
+        import lxml.etree  # noqa: F401
+    import_mb = _peak_rss_mb()
+    start = time.perf_counter()
+    cases = runner(path)
+    elapsed_s = time.perf_counter() - start
+    print(
+        json.dumps(
+            {
+                "kind": kind,
+                "seconds": elapsed_s,
+                "cases": cases,
+                "peak_rss_mb": _peak_rss_mb(),
+                "after_import_rss_mb": import_mb,
+                "start_rss_mb": baseline_mb,
+            }
+        )
+    )
+
+
+def measure(path: Path, runs: int) -> dict[str, list[dict[str, float]]]:
+    results: dict[str, list[dict[str, float]]] = {"bare": [], "ours": []}
+    for _ in range(runs):
+        for kind in ("bare", "ours"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", kind, str(path)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def profile(path: Path) -> None:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_ours(path)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--child", nargs=2, metavar=("KIND", "PATH"))
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], Path(args.child[1]))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "bench-junit.xml"
+        size_b = generate(path)
+        size_mb = size_b / 1e6
+        print(f"file: {size_mb:.2f} MB, {SUITES * CASES_PER_SUITE:,} test cases, {SUITES:,} suites")
+        if args.profile:
+            profile(path)
+            return
+        results = measure(path, args.runs)
+        medians: dict[str, float] = {}
+        for kind in ("bare", "ours"):
+            rows = results[kind]
+            median_s = statistics.median(r["seconds"] for r in rows)
+            medians[kind] = median_s
+            peak = max(r["peak_rss_mb"] for r in rows)
+            base = statistics.median(r["after_import_rss_mb"] for r in rows)
+            print(
+                f"{kind:>5}: median {median_s:.3f} s (best {min(r['seconds'] for r in rows):.3f})"
+                f"  {size_mb / median_s:6.1f} MB/s  {rows[0]['cases'] / median_s:9,.0f} items/s"
+                f"  peak RSS {peak:.1f} MB (after imports {base:.1f} MB)"
+            )
+        ratio = medians["bare"] / medians["ours"]
+        peak_ours = max(r["peak_rss_mb"] for r in results["ours"])
+        print(f"ratio ours/bare throughput: {ratio:.2f} (target >= 0.70)")
+        print(f"ours peak RSS: {peak_ours:.1f} MB (target < 80 MB)")
+
+
+if __name__ == "__main__":
+    main()
