@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import stat
 import struct
+import tempfile
 import tracemalloc
 import warnings
 import zipfile
@@ -784,3 +785,15 @@ def test_display_name_keeps_ordinary_unicode() -> None:
     assert display_name("résumé/测试/TEST-ü.xml") == "résumé/测试/TEST-ü.xml"
     assert display_name("a\tb\nc") == "a\\x09b\\x0ac"
     assert display_name("x" * 10, max_chars=5) == "xxxx…"
+
+
+@pytest.mark.parametrize("max_in_memory_bytes", [0, 10 * MIB], ids=["on-disk", "in-memory"])
+def test_a_spooled_download_is_read_in_place(max_in_memory_bytes: int) -> None:
+    data = zip_bytes(Member("a.xml"), Member("b.txt", b"log"))
+    with tempfile.SpooledTemporaryFile(max_size=max_in_memory_bytes) as spool:
+        spool.write(data)
+        items = list(iter_zip_reports(spool, "download.zip"))
+        assert sources(items) == ["download.zip!a.xml"]
+        (source,) = items
+        assert isinstance(source, ReportSource)
+        assert content_of(source) == JUNIT

@@ -575,7 +575,7 @@ class _OpenedArchive:
 
 
 def iter_zip_reports(
-    archive: BinaryIO, archive_name: str, budgets: ArtifactBudgets = DEFAULT_BUDGETS
+    archive: IO[bytes], archive_name: str, budgets: ArtifactBudgets = DEFAULT_BUDGETS
 ) -> Iterator[ReportSource | ReportProblem]:
     """Reports and problems of one ZIP archive, in central-directory order.
 
@@ -593,7 +593,7 @@ def iter_zip_reports(
 
 
 def _open_archive(
-    archive: BinaryIO, shown_archive: str, budgets: ArtifactBudgets
+    archive: IO[bytes], shown_archive: str, budgets: ArtifactBudgets
 ) -> _OpenedArchive | ReportProblem:
     def refuse(reason: str) -> ReportProblem:
         return ReportProblem(source=shown_archive, reason=reason)
@@ -634,7 +634,7 @@ def _open_archive(
 
 
 def _read_spans(
-    archive: BinaryIO, infos: Sequence[zipfile.ZipInfo]
+    archive: IO[bytes], infos: Sequence[zipfile.ZipInfo]
 ) -> tuple[list[EntrySpan], frozenset[int]]:
     """Each member's span from its local header (whose name/extra lengths may differ from the
     central directory's; zipfile uses the local ones to find the data)."""
