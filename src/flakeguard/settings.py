@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     """Upper bound for recovering a crashed worker's job; lock and check interval must fit in it."""
     lock_duration_ms: int = Field(default=10000, ge=1000, validation_alias="LOCK_DURATION_MS")
     stalled_interval_ms: int = Field(default=5000, ge=500, validation_alias="STALLED_INTERVAL_MS")
+    queue_prefix: str = Field(
+        default="bull", pattern=r"^[A-Za-z0-9_{}.-]{1,64}$", validation_alias="QUEUE_PREFIX"
+    )
+    """BullMQ key prefix (`bull:<queue>:...`); Node producers must use the same."""
     remove_on_complete: int = Field(default=100, ge=0, validation_alias="REMOVE_ON_COMPLETE")
     remove_on_fail: int = Field(default=50, ge=0, validation_alias="REMOVE_ON_FAIL")
     """How many failed jobs (the dead-letter queue) each queue keeps."""

@@ -29,6 +29,7 @@ from flakeguard.adapters.db.tables import (
     ReportRow,
     RepositoryRow,
     WorkflowRunRow,
+    table_of,
 )
 from flakeguard.core.junit import ParseLimits, ReportReader
 from flakeguard.core.models import FAILING, RAN, CaseResult, ReportProblem, RunRef
@@ -99,7 +100,7 @@ async def ensure_repository(
     github_id: int | None = None,
 ) -> int:
     """The repository's id, creating the row on first sight (race-safe)."""
-    table = RepositoryRow.__table__
+    table = table_of(RepositoryRow)
     async with engine.begin() as conn:
         stmt = (
             _insert_ignore(engine.dialect.name, table)
@@ -147,7 +148,7 @@ async def store_run(
 ) -> StoredRun:
     """Store every report of `run` in one transaction; a second call changes nothing."""
     parse_limits = limits or ParseLimits()
-    runs = WorkflowRunRow.__table__
+    runs = table_of(WorkflowRunRow)
     async with engine.begin() as conn:
         inserted = await conn.execute(
             _insert_ignore(engine.dialect.name, runs)
@@ -226,7 +227,7 @@ async def _store_report(
     parsed: ParsedReport,
     now: datetime,
 ) -> list[int]:
-    reports = ReportRow.__table__
+    reports = table_of(ReportRow)
     ran = sum(1 for c in parsed.cases if c.outcome in RAN)
     failed = sum(1 for c in parsed.cases if c.outcome in FAILING)
     report_id = await conn.scalar(
@@ -267,7 +268,7 @@ async def _case_ids(
     conn: AsyncConnection, repository_id: int, cases: Sequence[CaseResult], now: datetime
 ) -> dict[str, int]:
     """test_key -> test_cases.id for `cases`, inserting unseen tests."""
-    table = CaseRow.__table__
+    table = table_of(CaseRow)
     wanted: dict[str, CaseResult] = {}
     for case in cases:
         wanted.setdefault(case.test_key, case)
@@ -315,12 +316,12 @@ async def _case_ids(
     still_missing = [k for k in keys if k not in found]
     if still_missing:
         # Another transaction inserted them concurrently: read their ids.
-        rows = await conn.execute(
+        late = await conn.execute(
             select(table.c.test_key, table.c.id).where(
                 table.c.repository_id == repository_id, table.c.test_key.in_(still_missing)
             )
         )
-        found.update({key: case_id for key, case_id in rows})
+        found.update({str(k): int(v) for k, v in late})
     return found
 
 
@@ -342,24 +343,57 @@ async def _insert_executions(conn: AsyncConnection, rows: Iterable[tuple[Any, ..
         )
         return
     await conn.execute(
-        insert(ExecutionRow.__table__),
+        insert(table_of(ExecutionRow)),
         [dict(zip(_EXECUTION_COLUMNS, record, strict=True)) for record in records],
     )
-
-
-async def run_exists(engine: AsyncEngine, repository_id: int, run_id: int, attempt: int) -> bool:
-    runs = WorkflowRunRow.__table__
-    async with engine.connect() as conn:
-        found = await conn.scalar(
-            select(runs.c.id).where(
-                runs.c.repository_id == repository_id,
-                runs.c.run_id == run_id,
-                runs.c.run_attempt == attempt,
-            )
-        )
-    return found is not None
 
 
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRunInfo:
+    id: int
+    run_id: int
+    run_attempt: int
+    head_sha: str
+    head_branch: str | None
+    conclusion: str | None
+    workflow: str | None
+
+
+async def find_run(
+    engine: AsyncEngine, repository_id: int, run_id: int, attempt: int
+) -> StoredRunInfo | None:
+    runs = table_of(WorkflowRunRow)
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    runs.c.id,
+                    runs.c.run_id,
+                    runs.c.run_attempt,
+                    runs.c.head_sha,
+                    runs.c.head_branch,
+                    runs.c.conclusion,
+                    runs.c.workflow,
+                ).where(
+                    runs.c.repository_id == repository_id,
+                    runs.c.run_id == run_id,
+                    runs.c.run_attempt == attempt,
+                )
+            )
+        ).first()
+    if row is None:
+        return None
+    return StoredRunInfo(
+        int(row.id),
+        row.run_id,
+        row.run_attempt,
+        row.head_sha,
+        row.head_branch,
+        row.conclusion,
+        row.workflow,
+    )

@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -195,3 +196,11 @@ class CheckRunRow(Base):
     name: Mapped[str] = mapped_column(String(100))
     check_run_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's Core `Table`, typed, for bulk statements."""
+    found = model.__table__
+    if not isinstance(found, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a Table")
+    return found

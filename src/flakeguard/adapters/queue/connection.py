@@ -49,7 +49,7 @@ class RedisTarget:
 
 
 def target_from_url(url: str) -> RedisTarget:
-    options = dict(parse_url(url))
+    options: dict[str, Any] = dict(parse_url(url))  # type: ignore[no-untyped-call]
     options.pop("connection_class", None)
     host = options.get("host") or options.get("path") or "localhost"
     return RedisTarget(options=options, description=f"redis at {host}")

@@ -35,6 +35,7 @@ class JobPolicy:
     keep_completed: int = 100
     keep_failed: int = 50
     keep_failed_age_s: int = 14 * 86400
+    prefix: str = "bull"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,10 @@ class JobProducer:
         self._cluster = target.is_cluster
         connection = target.bullmq_connection()
         self.queues: Mapping[QueueName, Queue] = {
-            q: Queue(redis_queue_name(q, cluster=self._cluster), {"connection": connection})
+            q: Queue(
+                redis_queue_name(q, cluster=self._cluster),
+                {"connection": connection, "prefix": policy.prefix},
+            )
             for q in ALL_QUEUES
         }
 
@@ -117,3 +121,25 @@ class JobProducer:
 
     async def poll(self, payload: PollingPayload, *, priority: Priority = Priority.LOW) -> Enqueued:
         return await self.enqueue(QueueName.POLLING, payload, priority=priority, dedup_id=None)
+
+    async def schedule(
+        self,
+        queue: QueueName,
+        scheduler_id: str,
+        every_ms: int,
+        payload: Payload,
+        priority: Priority,
+    ) -> None:
+        """Create or update a repeating job (BullMQ job scheduler); re-upserting keeps one."""
+        await self.queues[queue].upsertJobScheduler(
+            scheduler_id,
+            {"every": every_ms},
+            _JOB_NAMES[queue],
+            payload.to_job_data(),
+            {
+                "priority": PRIORITY_NUMBERS[priority],
+                "attempts": 1,
+                "removeOnComplete": {"count": 10},
+                "removeOnFail": {"count": self._policy.keep_failed},
+            },
+        )

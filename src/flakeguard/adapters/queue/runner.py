@@ -38,7 +38,6 @@ from sqlalchemy import exc as sa_exc
 from flakeguard.adapters.queue.connection import RedisTarget
 from flakeguard.adapters.queue.names import QueueName, redis_queue_name
 from flakeguard.adapters.queue.payloads import Payload
-from flakeguard.adapters.queue.producer import JITTERED_BACKOFF
 from flakeguard.errors import (
     ErrorCategory,
     FlakeGuardError,
@@ -84,6 +83,7 @@ class WorkerOptions:
     drain_delay_s: int = 1
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     worker_name: str = "flakeguard-worker"
+    prefix: str = "bull"
 
 
 @dataclass(slots=True)
@@ -186,6 +186,7 @@ class QueueRunner(Generic[P]):
                 "stalledInterval": o.stalled_interval_ms,
                 "maxStalledCount": o.max_stalled_count,
                 "name": o.worker_name,
+                "prefix": o.prefix,
                 "settings": {"backoffStrategy": self._backoff_strategy},
             },
         )
@@ -194,6 +195,12 @@ class QueueRunner(Generic[P]):
         await self._worker.redisConnection.getRedisVersion()
         self._worker.on("error", self._on_error)
         self._task = asyncio.create_task(self._worker.run(), name=f"worker:{self.name}")
+        # Closing a worker whose run() has not reached its loop yet leaks a reconnecting
+        # client (bullmq sets up locks after close): wait until it runs.
+        for _ in range(500):
+            if self._worker.running or self._task.done():
+                break
+            await asyncio.sleep(0.01)
 
     def _on_error(self, error: BaseException, *_: Any) -> None:
         log.error(

@@ -1,0 +1,339 @@
+"""Reading test histories for the scorer, and writing scores and quarantine states."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flakeguard.adapters.db.tables import (
+    CaseRow,
+    ExecutionRow,
+    FlakeScoreRow,
+    QuarantineRow,
+    ReportRow,
+    RepositoryRow,
+    WorkflowRunRow,
+    table_of,
+)
+from flakeguard.core.models import ExecutionRecord, FlakeScore, Outcome
+from flakeguard.core.quarantine import QuarantineState, QuarantineStatus
+
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryInfo:
+    id: int
+    owner: str
+    name: str
+    default_branch: str
+    installation_id: int | None
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseInfo:
+    id: int
+    test_key: str
+    suite: str
+    class_name: str
+    name: str
+    file: str | None
+
+
+async def find_repository(engine: AsyncEngine, owner: str, name: str) -> RepositoryInfo | None:
+    t = table_of(RepositoryRow)
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(t.c.id, t.c.owner, t.c.name, t.c.default_branch, t.c.installation_id).where(
+                    func.lower(t.c.owner) == owner.lower(), func.lower(t.c.name) == name.lower()
+                )
+            )
+        ).first()
+    if row is None:
+        return None
+    return RepositoryInfo(int(row.id), row.owner, row.name, row.default_branch, row.installation_id)
+
+
+async def select_cases(
+    engine: AsyncEngine,
+    repository_id: int,
+    *,
+    ids: Sequence[int] | None = None,
+    name_patterns: Sequence[str] = (),
+    class_patterns: Sequence[str] = (),
+) -> list[CaseInfo]:
+    """Tests of a repository, optionally filtered by id or shell-style patterns.
+
+    Name patterns match `name`, `class_name.name` and `file::name`; class patterns match
+    `class_name` or `suite` (fnmatch, case-sensitive): `test_login*`, `tests.api.*`.
+    """
+    t = table_of(CaseRow)
+    query = select(t.c.id, t.c.test_key, t.c.suite, t.c.class_name, t.c.name, t.c.file).where(
+        t.c.repository_id == repository_id
+    )
+    if ids is not None:
+        query = query.where(t.c.id.in_(list(ids)))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query.order_by(t.c.id))).all()
+    cases = [CaseInfo(int(r.id), r.test_key, r.suite, r.class_name, r.name, r.file) for r in rows]
+    if name_patterns:
+        cases = [
+            c
+            for c in cases
+            if any(
+                fnmatch.fnmatchcase(candidate, pattern)
+                for pattern in name_patterns
+                for candidate in (c.name, f"{c.class_name}.{c.name}", f"{c.file}::{c.name}")
+            )
+        ]
+    if class_patterns:
+        cases = [
+            c
+            for c in cases
+            if any(
+                fnmatch.fnmatchcase(candidate, pattern)
+                for pattern in class_patterns
+                for candidate in (c.class_name, c.suite)
+            )
+        ]
+    return cases
+
+
+async def run_case_ids(engine: AsyncEngine, workflow_run_row_id: int) -> list[int]:
+    e = table_of(ExecutionRow)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(e.c.test_case_id).where(e.c.workflow_run_id == workflow_run_row_id).distinct()
+        )
+        return sorted(int(r[0]) for r in rows)
+
+
+async def stream_histories(
+    engine: AsyncEngine,
+    cases: Sequence[CaseInfo],
+    *,
+    since: datetime,
+    default_branch: str,
+) -> AsyncIterator[tuple[str, list[ExecutionRecord]]]:
+    """(test_key, executions since `since`) for each case, ordered by case id.
+
+    One query per call, streamed from the server: memory holds one test's history at a time.
+    """
+    if not cases:
+        return
+    e, w, r = table_of(ExecutionRow), table_of(WorkflowRunRow), table_of(ReportRow)
+    key_of = {c.id: c.test_key for c in cases}
+    query = (
+        select(
+            e.c.test_case_id,
+            e.c.env_key,
+            w.c.run_id,
+            w.c.run_attempt,
+            e.c.retry_index,
+            e.c.is_final,
+            w.c.head_sha,
+            w.c.head_branch,
+            e.c.outcome,
+            w.c.started_at,
+            e.c.signature,
+            r.c.failed_share,
+        )
+        .select_from(
+            e.join(w, and_(e.c.workflow_run_id == w.c.id, w.c.started_at >= since)).join(
+                r, e.c.report_id == r.c.id
+            )
+        )
+        .where(e.c.test_case_id.in_(list(key_of)))
+        .order_by(e.c.test_case_id)
+    )
+    current: int | None = None
+    records: list[ExecutionRecord] = []
+    async with engine.connect() as conn:
+        result = await conn.stream(query.execution_options(yield_per=20_000))
+        async for row in result:
+            (
+                case_id,
+                env_key,
+                run_id,
+                attempt,
+                retry,
+                final,
+                sha,
+                branch,
+                outcome,
+                at,
+                sig,
+                share,
+            ) = row
+            if case_id != current:
+                if current is not None:
+                    yield key_of[current], records
+                current, records = case_id, []
+            records.append(
+                ExecutionRecord(
+                    test_key=key_of[case_id],
+                    env_key=env_key,
+                    run_id=run_id,
+                    run_attempt=attempt,
+                    retry_index=retry,
+                    is_final=bool(final),
+                    sha=sha,
+                    branch=branch,
+                    is_default_branch=branch == default_branch,
+                    outcome=_OUTCOMES[outcome],
+                    at=aware(at),
+                    signature=sig,
+                    upload_failed_share=share or 0.0,
+                )
+            )
+    if current is not None:
+        yield key_of[current], records
+
+
+def _upsert(dialect: str, table: Any) -> Any:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+async def save_scores(
+    engine: AsyncEngine, case_ids: dict[str, int], scores: Sequence[FlakeScore], now: datetime
+) -> None:
+    if not scores:
+        return
+    t = table_of(FlakeScoreRow)
+    rows = [
+        {
+            "test_case_id": case_ids[s.test_key],
+            "scope": s.scope[:255],
+            "score": s.score,
+            "failure_rate": s.components.failure_rate,
+            "inconsistency": s.components.inconsistency,
+            "recency": s.components.recency,
+            "branch_diversity": s.components.branch_diversity,
+            "verdict": s.verdict.value,
+            "confidence": s.confidence,
+            "reason": s.reason,
+            "runs": s.runs,
+            "failures": s.failures,
+            "evidence": dict(s.evidence),
+            "computed_at": now,
+        }
+        for s in scores
+    ]
+    stmt = _upsert(engine.dialect.name, t)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["test_case_id", "scope"],
+        set_={
+            c: stmt.excluded[c]
+            for c in (
+                "score",
+                "failure_rate",
+                "inconsistency",
+                "recency",
+                "branch_diversity",
+                "verdict",
+                "confidence",
+                "reason",
+                "runs",
+                "failures",
+                "evidence",
+                "computed_at",
+            )
+        },
+    )
+    async with engine.begin() as conn:
+        for start in range(0, len(rows), 2000):
+            await conn.execute(stmt, rows[start : start + 2000])
+
+
+async def load_quarantine(
+    engine: AsyncEngine, case_ids: dict[str, int]
+) -> dict[str, list[QuarantineState]]:
+    """Every quarantine row (any state) of the given tests, by test key."""
+    if not case_ids:
+        return {}
+    q = table_of(QuarantineRow)
+    key_of = {v: k for k, v in case_ids.items()}
+    out: dict[str, list[QuarantineState]] = {}
+    ids = list(key_of)
+    async with engine.connect() as conn:
+        for start in range(0, len(ids), 5000):
+            rows = await conn.execute(
+                select(q).where(q.c.test_case_id.in_(ids[start : start + 5000]))
+            )
+            for row in rows:
+                key = key_of[row.test_case_id]
+                out.setdefault(key, []).append(
+                    QuarantineState(
+                        test_key=key,
+                        scope=row.scope,
+                        state=QuarantineStatus(row.state),
+                        reason=row.reason,
+                        since=aware(row.since),
+                        expires_at=aware(row.expires_at) if row.expires_at else aware(row.since),
+                        released_at=aware(row.released_at) if row.released_at else None,
+                        clean_runs_since=row.clean_runs_since,
+                        signatures=frozenset(row.signatures or ()),
+                        manual=bool(row.manual),
+                    )
+                )
+    return out
+
+
+async def save_quarantine(
+    engine: AsyncEngine, case_ids: dict[str, int], states: Sequence[QuarantineState]
+) -> None:
+    if not states:
+        return
+    q = table_of(QuarantineRow)
+    rows = [
+        {
+            "test_case_id": case_ids[s.test_key],
+            "scope": s.scope[:255],
+            "state": s.state.value,
+            "reason": s.reason,
+            "since": s.since,
+            "expires_at": s.expires_at,
+            "released_at": s.released_at,
+            "clean_runs_since": s.clean_runs_since,
+            "signatures": sorted(s.signatures),
+            "manual": s.manual,
+        }
+        for s in states
+    ]
+    stmt = _upsert(engine.dialect.name, q)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["test_case_id", "scope"],
+        set_={
+            c: stmt.excluded[c]
+            for c in (
+                "state",
+                "reason",
+                "since",
+                "expires_at",
+                "released_at",
+                "clean_runs_since",
+                "signatures",
+                "manual",
+            )
+        },
+    )
+    async with engine.begin() as conn:
+        for start in range(0, len(rows), 2000):
+            await conn.execute(stmt, rows[start : start + 2000])

@@ -1,0 +1,73 @@
+"""`runs-analyze`: score the tests a run touched, update quarantine, publish the check run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from flakeguard.adapters.db.history import find_repository, run_case_ids, select_cases
+from flakeguard.adapters.db.runs import find_run
+from flakeguard.adapters.queue.names import QueueName
+from flakeguard.adapters.queue.payloads import RunsAnalyzePayload
+from flakeguard.adapters.queue.runner import JobContext, QueueHandler
+from flakeguard.deps import Deps
+from flakeguard.errors import PermanentJobError
+from flakeguard.processors.analysis import analyze_cases, scoring_policy
+
+log = structlog.get_logger("flakeguard.analyze")
+
+
+async def analyze_run(deps: Deps, payload: RunsAnalyzePayload) -> dict[str, Any]:
+    ref = payload.repository
+    repo = await find_repository(deps.engine, ref.owner, ref.repo)
+    if repo is None:
+        raise PermanentJobError(f"repository {ref.full_name} has no stored results")
+    run = await find_run(deps.engine, repo.id, payload.workflow_run_id, payload.run_attempt)
+    if run is None:
+        raise PermanentJobError(
+            f"run {ref.full_name}#{payload.workflow_run_id} attempt {payload.run_attempt} "
+            "is not stored; ingest it first"
+        )
+    cases = await select_cases(deps.engine, repo.id, ids=await run_case_ids(deps.engine, run.id))
+    config = payload.analysis_config
+    result = await analyze_cases(
+        deps,
+        repo,
+        cases,
+        policy=scoring_policy(config.lookback_days, config.min_runs_threshold),
+        update_quarantine=True,
+        keep_results=True,
+    )
+    published = None
+    if deps.checks is not None:
+        from flakeguard.processors.check_runs import publish_check_run
+
+        published = await publish_check_run(deps, repo, run, cases, result)
+    log.info(
+        "run.analyzed",
+        tests=result.tests,
+        flaky=result.flaky,
+        broken=result.broken,
+        check_run=published,
+    )
+    return {
+        "tests": result.tests,
+        "flaky": result.flaky,
+        "broken": result.broken,
+        "quarantined": result.quarantined,
+        "checkRunId": published,
+    }
+
+
+def handler(deps: Deps) -> QueueHandler[RunsAnalyzePayload]:
+    async def handle(payload: RunsAnalyzePayload, ctx: JobContext) -> Mapping[str, Any]:
+        return await analyze_run(deps, payload)
+
+    return QueueHandler(
+        queue=QueueName.RUNS_ANALYZE,
+        payload_type=RunsAnalyzePayload,
+        handle=handle,
+        concurrency=deps.settings.high_priority_concurrency,
+    )
