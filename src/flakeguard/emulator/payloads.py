@@ -176,7 +176,15 @@ def installation(app: AppSpec, spec: InstallationSpec, api_url: str) -> JsonObje
     return {
         "id": spec.id,
         "client_id": app.client_id,
-        "account": user(spec.account_login, account_id, api_url, kind=spec.account_type),
+        # The subset's inline schema for GET /app/installations is allOf [simple-user,
+        # enterprise] (the description's anyOf, flattened), so the account carries both.
+        "account": {
+            **user(spec.account_login, account_id, api_url, kind=spec.account_type),
+            "name": spec.account_login,
+            "slug": spec.account_login,
+            "created_at": stamp,
+            "updated_at": stamp,
+        },
         "repository_selection": "selected",
         "access_tokens_url": f"{api_url}/app/installations/{spec.id}/access_tokens",
         "repositories_url": f"{api_url}/installation/repositories",
