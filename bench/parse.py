@@ -53,7 +53,10 @@ def generate(path: Path) -> int:
             for c in range(CASES_PER_SUITE):
                 roll = rng.random()
                 time_s = f"{rng.random() * 2:.3f}"
-                head = f'    <testcase name="test_case_{c}_does_something" classname="{cls}" time="{time_s}"'
+                head = (
+                    f'    <testcase name="test_case_{c}_does_something" classname="{cls}"'
+                    f' time="{time_s}"'
+                )
                 if roll < 0.90:
                     out.write(head + "/>\n")
                 elif roll < 0.95:
@@ -65,7 +68,7 @@ def generate(path: Path) -> int:
                         f"org.opentest4j.AssertionFailedError: expected: &lt;{c}&gt; but was"
                         f": &lt;{c + 1}&gt;\n{stack}\n</failure>\n"
                         "      <system-out><![CDATA["
-                        + "log line with some details of the run\n" * rng.randint(5, 20)
+                        + "log line with some details of the run\n" * rng.randint(20, 50)
                         + "]]></system-out>\n    </testcase>\n"
                     )
                 elif roll < 0.97:
@@ -75,7 +78,9 @@ def generate(path: Path) -> int:
                         '      <error message="Connection refused (after 3 retries)"'
                         ' type="java.net.ConnectException">'
                         f"java.net.ConnectException: Connection refused\n{stack}\n</error>\n"
-                        "    </testcase>\n"
+                        "      <system-err>"
+                        + "WARN retrying connection to db:5432\n" * rng.randint(10, 30)
+                        + "</system-err>\n    </testcase>\n"
                     )
                 else:
                     out.write(
