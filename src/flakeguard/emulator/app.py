@@ -69,11 +69,19 @@ _ANNOTATION_REQUIRED = ("path", "start_line", "end_line", "annotation_level", "m
 class HttpError(Exception):
     """Answer with a GitHub error body (`message`, `documentation_url`)."""
 
-    def __init__(self, status: int, message: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        consumes_budget: bool = True,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = list(headers)
+        self.consumes_budget = consumes_budget
 
 
 @dataclass(slots=True)
@@ -215,7 +223,7 @@ class ApiApp:
             reply = await self._dispatch(call)
         except HttpError as error:
             reply = _error_reply(error)
-            self._rate_headers(call, reply, consume=False)
+            self._rate_headers(call, reply, consume=error.consumes_budget)
         version = headers.get("x-github-api-version", DEFAULT_API_VERSION)
         reply.headers.append(("x-github-api-version-selected", version))
         reply.headers.append(("x-github-request-id", secrets.token_hex(8).upper()))
@@ -334,6 +342,12 @@ class ApiApp:
                 "future time at which the assertion expires",
             )
         now = self.state.clock()
+        if issued_at > now + JWT_SKEW_S:
+            raise HttpError(
+                401,
+                "'Issued at' claim ('iat') must be an Integer representing the time that the "
+                "assertion was issued",
+            )
         if expires_at - issued_at > JWT_MAX_LIFETIME_S or expires_at > now + JWT_MAX_LIFETIME_S:
             raise HttpError(401, "'Expiration time' claim ('exp') is too far in the future")
         if expires_at <= now:
@@ -341,12 +355,6 @@ class ApiApp:
                 401,
                 "'Expiration time' claim ('exp') must be a numeric value representing the "
                 "future time at which the assertion expires",
-            )
-        if issued_at > now + JWT_SKEW_S:
-            raise HttpError(
-                401,
-                "'Issued at' claim ('iat') must be an Integer representing the time that the "
-                "assertion was issued",
             )
         app = self.state.app
         if str(claims.get("iss")) not in (str(app.id), app.client_id):
@@ -368,7 +376,7 @@ class ApiApp:
             exhausted = bucket.remaining == 0
         if exhausted:
             who = f"installation ID {key}" if call.auth is AuthKind.TOKEN else "this app"
-            raise HttpError(403, f"API rate limit exceeded for {who}.")
+            raise HttpError(403, f"API rate limit exceeded for {who}.", consumes_budget=False)
 
     def _rate_headers(self, call: Call, reply: Reply, *, consume: bool) -> None:
         key = self._bucket_key(call)
