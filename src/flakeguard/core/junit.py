@@ -127,7 +127,10 @@ class ProblemKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ReportStats:
-    """Counts over the yielded `CaseResult`s (never the suite attributes, which lie)."""
+    """Counts over the yielded `CaseResult`s (never the suite attributes, which lie).
+
+    Counted per suite as it is flushed: read them after the iteration ends.
+    """
 
     cases: int = 0
     attempts: int = 0
@@ -175,6 +178,7 @@ _STATUS_OUTCOME: Final[dict[str, Outcome]] = {
 _WORKSPACE_RE: Final = re.compile(
     r"(?:/home/runner/work|/Users/runner/work|/__w|[A-Za-z]:/a)/[^/\s]+/[^/\s]+/"
 )
+_SHOWABLE_NAME_RE: Final = re.compile(r"(?:\{[\w:/.#-]{1,100}\})?[A-Za-z_][\w.:-]{0,63}")
 _XMLRUNNER_SUFFIX_RE: Final = re.compile(r"-\d{14}$")
 _THOUSANDS_RE: Final = re.compile(r"[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
 _DECIMAL_COMMA_RE: Final = re.compile(r"\d+,\d+")
@@ -609,7 +613,8 @@ class ReportReader:
             return None
         tag = probe.root_tag or ""
         if tag not in _SUITE_TAGS:
-            shown = tag if len(tag) <= 64 else tag[:63] + "…"
+            # A root name is markup, not text or entity content; shown only in a plain shape.
+            shown = tag if _SHOWABLE_NAME_RE.fullmatch(tag) else "unexpected name"
             self._fail(
                 ProblemKind.NOT_JUNIT,
                 f"root element <{shown}>, expected <testsuites> or <testsuite>",
