@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.engine import create_engine, database_url, migrate
 from flakeguard.adapters.github.client import GitHubClient, GitHubConfig
@@ -150,6 +151,19 @@ async def open_runtime(
             github=github is not None,
         )
         yield Runtime(deps=deps, redis_target=target, state=state)
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """Only the database (CLI commands that need no queues); migrates embedded SQLite."""
+    db_url = settings.database_url.get_secret_value() if settings.database_url else None
+    engine = create_engine(database_url(db_url, settings.data_dir))
+    try:
+        if settings.embedded_database:
+            await migrate(engine)
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 def build_runners(runtime: Runtime) -> list[QueueRunner[Any]]:

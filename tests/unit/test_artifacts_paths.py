@@ -205,3 +205,17 @@ def test_odd_file_names_are_escaped_for_display(tmp_path: Path) -> None:
     assert source.name == f"{tmp_path}/TEST-\\x1b[31m-\\u202e.xml"
     assert report.exists()
     assert content_of(source) == JUNIT
+
+
+def test_folder_files_larger_than_the_sniff_window_are_reports(tmp_path: Path) -> None:
+    """Regression: the head read must not refuse files bigger than `sniff_bytes`."""
+    big = tmp_path / "TEST-big.xml"
+    cases = "".join(f'<testcase classname="c" name="t{i}" time="0.1"/>' for i in range(2000))
+    big.write_text(f'<?xml version="1.0"?><testsuite name="s">{cases}</testsuite>')
+    assert big.stat().st_size > 10 * 4096
+    found = list(iter_path_reports(tmp_path))
+    assert [type(item).__name__ for item in found] == ["ReportSource"]
+    source = found[0]
+    assert isinstance(source, ReportSource)
+    with source.open() as stream:
+        assert len(stream.read()) == big.stat().st_size

@@ -782,8 +782,10 @@ def _iter_file(
         yield ReportProblem(source=shown, reason=f"cannot read: {exc.strerror or 'error'}")
         return
     opener = _file_opener(path, budgets.max_member_bytes, follow_symlinks=explicit)
-    # The head is read under its own cap: a ZIP may be larger than the member limit.
-    head_opener = _file_opener(path, budgets.sniff_bytes + 1, follow_symlinks=explicit)
+    # The head is read under its own cap: a ZIP may be larger than the member limit. The
+    # buffered reader pulls a whole buffer through the cap, so the cap must cover one.
+    head_cap = max(budgets.max_member_bytes, budgets.sniff_bytes + _STREAM_BUFFER_BYTES)
+    head_opener = _file_opener(path, head_cap, follow_symlinks=explicit)
     try:
         head, is_complete = _read_head(head_opener, budgets.sniff_bytes)
     except ArtifactReadError as exc:

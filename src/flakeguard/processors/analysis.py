@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from flakeguard.adapters.db.history import (
     CaseInfo,
     RepositoryInfo,
@@ -24,6 +26,7 @@ from flakeguard.core.models import ExecutionRecord, FlakeScore, Verdict
 from flakeguard.core.quarantine import QuarantinePolicy, QuarantineState, decide
 from flakeguard.core.scoring import ALL_ENVS, ScoringPolicy, score_many
 from flakeguard.deps import Deps
+from flakeguard.observability import Metrics
 
 Progress = Callable[[int, int], Awaitable[None]]
 
@@ -75,8 +78,17 @@ def _decide_all(
     return changed
 
 
+@dataclass(frozen=True, slots=True)
+class ScoringContext:
+    """What a scoring pass needs: the database, metrics and the clock (no queues)."""
+
+    engine: AsyncEngine
+    metrics: Metrics
+    clock: Callable[[], datetime]
+
+
 async def analyze_cases(
-    deps: Deps,
+    deps: ScoringContext,
     repo: RepositoryInfo,
     cases: Sequence[CaseInfo],
     *,
@@ -130,3 +142,7 @@ async def analyze_cases(
         if progress is not None:
             await progress(done, len(cases))
     return result
+
+
+def scoring_context(deps: Deps) -> ScoringContext:
+    return ScoringContext(engine=deps.engine, metrics=deps.metrics, clock=deps.clock)

@@ -14,7 +14,8 @@ from flakeguard.adapters.queue.payloads import RunsAnalyzePayload
 from flakeguard.adapters.queue.runner import JobContext, QueueHandler
 from flakeguard.deps import Deps
 from flakeguard.errors import PermanentJobError
-from flakeguard.processors.analysis import analyze_cases, scoring_policy
+from flakeguard.processors.analysis import analyze_cases, scoring_context, scoring_policy
+from flakeguard.processors.check_runs import apply_button, publish_check_run
 
 log = structlog.get_logger("flakeguard.analyze")
 
@@ -32,19 +33,18 @@ async def analyze_run(deps: Deps, payload: RunsAnalyzePayload) -> dict[str, Any]
         )
     cases = await select_cases(deps.engine, repo.id, ids=await run_case_ids(deps.engine, run.id))
     config = payload.analysis_config
+    policy = scoring_policy(config.lookback_days, config.min_runs_threshold)
+    context = scoring_context(deps)
     result = await analyze_cases(
-        deps,
-        repo,
-        cases,
-        policy=scoring_policy(config.lookback_days, config.min_runs_threshold),
-        update_quarantine=True,
-        keep_results=True,
+        context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
     )
-    published = None
-    if deps.checks is not None:
-        from flakeguard.processors.check_runs import publish_check_run
-
-        published = await publish_check_run(deps, repo, run, cases, result)
+    if payload.requested_action is not None:
+        await apply_button(deps, repo, run.head_sha, payload.requested_action, result.rollups)
+        # Redraw with the quarantine states the button just changed.
+        result = await analyze_cases(
+            context, repo, cases, policy=policy, update_quarantine=False, keep_results=True
+        )
+    published = await publish_check_run(deps, repo, run, result)
     log.info(
         "run.analyzed",
         tests=result.tests,

@@ -13,22 +13,29 @@ from flakeguard.adapters.queue.payloads import RecomputePayload, RecomputeScopeT
 from flakeguard.adapters.queue.runner import JobContext, QueueHandler
 from flakeguard.deps import Deps
 from flakeguard.errors import PermanentJobError
-from flakeguard.processors.analysis import Progress, analyze_cases, scoring_policy
+from flakeguard.processors.analysis import (
+    Progress,
+    ScoringContext,
+    analyze_cases,
+    scoring_context,
+    scoring_policy,
+)
 
 log = structlog.get_logger("flakeguard.recompute")
 
 
 async def recompute(
-    deps: Deps, payload: RecomputePayload, progress: Progress | None = None
+    ctx: ScoringContext, payload: RecomputePayload, progress: Progress | None = None
 ) -> dict[str, Any]:
+    """Score the payload's scope; the same path serves the queue and `flakeguard analyze`."""
     repo_ref = payload.repository
-    repo = await find_repository(deps.engine, repo_ref.owner, repo_ref.repo)
+    repo = await find_repository(ctx.engine, repo_ref.owner, repo_ref.repo)
     if repo is None:
         raise PermanentJobError(f"repository {repo_ref.full_name} has no stored results")
     scope = payload.recompute_scope
     patterns = list(scope.patterns)
     cases = await select_cases(
-        deps.engine,
+        ctx.engine,
         repo.id,
         name_patterns=patterns
         if scope.type in (RecomputeScopeType.TEST_PATTERN, RecomputeScopeType.SPECIFIC_TESTS)
@@ -36,7 +43,7 @@ async def recompute(
         class_patterns=patterns if scope.type is RecomputeScopeType.CLASS_PATTERN else (),
     )
     result = await analyze_cases(
-        deps,
+        ctx,
         repo,
         cases,
         policy=scoring_policy(scope.lookback_days, None),
@@ -58,7 +65,7 @@ def handler(deps: Deps) -> QueueHandler[RecomputePayload]:
         async def report(done: int, total: int) -> None:
             await ctx.progress({"done": done, "total": total})
 
-        return await recompute(deps, payload, report)
+        return await recompute(scoring_context(deps), payload, report)
 
     return QueueHandler(
         queue=QueueName.TESTS_RECOMPUTE,

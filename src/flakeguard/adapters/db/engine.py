@@ -7,7 +7,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -89,3 +90,8 @@ async def current_revision(engine: AsyncEngine) -> str | None:
             return None
         row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
         return None if row is None else str(row[0])
+
+
+def dialect_insert(dialect: str, table: Table) -> Any:
+    """An INSERT with `on_conflict_do_*` for the engine's dialect (PostgreSQL or SQLite)."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)

@@ -6,12 +6,11 @@ import fnmatch
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import and_, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flakeguard.adapters.db.engine import dialect_insert
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -207,10 +206,6 @@ async def stream_histories(
         yield key_of[current], records
 
 
-def _upsert(dialect: str, table: Any) -> Any:
-    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-
-
 async def save_scores(
     engine: AsyncEngine, case_ids: dict[str, int], scores: Sequence[FlakeScore], now: datetime
 ) -> None:
@@ -236,7 +231,7 @@ async def save_scores(
         }
         for s in scores
     ]
-    stmt = _upsert(engine.dialect.name, t)
+    stmt = dialect_insert(engine.dialect.name, t)
     stmt = stmt.on_conflict_do_update(
         index_elements=["test_case_id", "scope"],
         set_={
@@ -317,7 +312,7 @@ async def save_quarantine(
         }
         for s in states
     ]
-    stmt = _upsert(engine.dialect.name, q)
+    stmt = dialect_insert(engine.dialect.name, q)
     stmt = stmt.on_conflict_do_update(
         index_elements=["test_case_id", "scope"],
         set_={

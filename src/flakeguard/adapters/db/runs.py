@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.artifacts import ReportSource
+from flakeguard.adapters.db.engine import dialect_insert
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -83,12 +83,6 @@ class StoredRun:
     test_case_ids: list[int] = field(default_factory=list)
 
 
-def _insert_ignore(engine_dialect: str, table: Any) -> Any:
-    if engine_dialect == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 async def ensure_repository(
     engine: AsyncEngine,
     owner: str,
@@ -103,7 +97,7 @@ async def ensure_repository(
     table = table_of(RepositoryRow)
     async with engine.begin() as conn:
         stmt = (
-            _insert_ignore(engine.dialect.name, table)
+            dialect_insert(engine.dialect.name, table)
             .values(
                 owner=owner,
                 name=name,
@@ -151,7 +145,7 @@ async def store_run(
     runs = table_of(WorkflowRunRow)
     async with engine.begin() as conn:
         inserted = await conn.execute(
-            _insert_ignore(engine.dialect.name, runs)
+            dialect_insert(engine.dialect.name, runs)
             .values(
                 repository_id=repository_id,
                 run_id=run.run_id,
@@ -292,7 +286,7 @@ async def _case_ids(
     for start in range(0, len(missing), _KEY_BATCH):
         chunk_cases = missing[start : start + _KEY_BATCH]
         stmt = (
-            _insert_ignore(conn.dialect.name, table)
+            dialect_insert(conn.dialect.name, table)
             .values(
                 [
                     {

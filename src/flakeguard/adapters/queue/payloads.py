@@ -93,6 +93,13 @@ class AnalysisConfig(Payload):
     min_runs_threshold: int | None = Field(default=None, ge=1, le=10_000)
 
 
+class ButtonAction(StrEnum):
+    """Check-run buttons (their `identifier`), pressed by a person on GitHub."""
+
+    QUARANTINE = "quarantine"
+    UNQUARANTINE = "unquarantine"
+
+
 class RunsAnalyzePayload(Payload):
     workflow_run_id: int = Field(gt=0)
     repository: RepositoryRef
@@ -101,9 +108,12 @@ class RunsAnalyzePayload(Payload):
     analysis_config: AnalysisConfig = Field(default_factory=AnalysisConfig)
     priority: Priority = Priority.HIGH
     correlation_id: str | None = Field(default=None, max_length=100)
+    requested_action: ButtonAction | None = None
+    """Set when a person pressed a check-run button; applied before the check is redrawn."""
 
     def dedup_key(self) -> str:
-        return f"analyze:{self.repository.full_name}:{self.workflow_run_id}:{self.run_attempt}"
+        key = f"analyze:{self.repository.full_name}:{self.workflow_run_id}:{self.run_attempt}"
+        return f"{key}:{self.requested_action}" if self.requested_action else key
 
 
 class RecomputeScopeType(StrEnum):

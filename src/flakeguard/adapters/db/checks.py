@@ -1,0 +1,138 @@
+"""What a check run shows: every test outcome at one head SHA, and our check-run ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from flakeguard.adapters.db.engine import dialect_insert
+from flakeguard.adapters.db.tables import (
+    CaseRow,
+    CheckRunRow,
+    ExecutionRow,
+    WorkflowRunRow,
+    table_of,
+)
+from flakeguard.core.models import FAILING, Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class ShaOutcome:
+    """A test's final result at a head SHA (latest attempt of every run at that SHA)."""
+
+    test_case_id: int
+    test_key: str
+    name: str
+    class_name: str
+    file: str | None
+    outcome: Outcome
+    message: str | None
+    signature: str | None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in FAILING
+
+
+async def outcomes_at_sha(
+    engine: AsyncEngine, repository_id: int, head_sha: str
+) -> list[ShaOutcome]:
+    """Final outcome per test over the latest attempt of each run at `head_sha`.
+
+    A test that failed in any run's latest attempt counts as failed (with that message).
+    """
+    w, e, c = table_of(WorkflowRunRow), table_of(ExecutionRow), table_of(CaseRow)
+    latest = (
+        select(w.c.run_id, func.max(w.c.run_attempt).label("attempt"))
+        .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha)
+        .group_by(w.c.run_id)
+        .subquery()
+    )
+    query = (
+        select(
+            c.c.id,
+            c.c.test_key,
+            c.c.name,
+            c.c.class_name,
+            c.c.file,
+            e.c.outcome,
+            e.c.message,
+            e.c.signature,
+        )
+        .select_from(
+            w.join(latest, and_(w.c.run_id == latest.c.run_id, w.c.run_attempt == latest.c.attempt))
+            .join(e, e.c.workflow_run_id == w.c.id)
+            .join(c, c.c.id == e.c.test_case_id)
+        )
+        .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha, e.c.is_final.is_(True))
+    )
+    merged: dict[int, ShaOutcome] = {}
+    async with engine.connect() as conn:
+        for row in await conn.execute(query):
+            current = merged.get(row.id)
+            outcome = Outcome(row.outcome)
+            if current is None or (outcome in FAILING and not current.failed):
+                merged[row.id] = ShaOutcome(
+                    row.id,
+                    row.test_key,
+                    row.name,
+                    row.class_name,
+                    row.file,
+                    outcome,
+                    row.message,
+                    row.signature,
+                )
+    return sorted(merged.values(), key=lambda o: o.test_case_id)
+
+
+async def stored_check_run(
+    engine: AsyncEngine, repository_id: int, head_sha: str, name: str
+) -> int | None:
+    t = table_of(CheckRunRow)
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            select(t.c.check_run_id).where(
+                t.c.repository_id == repository_id, t.c.head_sha == head_sha, t.c.name == name
+            )
+        )
+    return None if found is None else int(found)
+
+
+async def head_sha_of_check_run(
+    engine: AsyncEngine, repository_id: int, check_run_id: int
+) -> str | None:
+    t = table_of(CheckRunRow)
+    async with engine.connect() as conn:
+        found = await conn.scalar(
+            select(t.c.head_sha).where(
+                t.c.repository_id == repository_id, t.c.check_run_id == check_run_id
+            )
+        )
+    return None if found is None else str(found)
+
+
+async def remember_check_run(
+    engine: AsyncEngine,
+    repository_id: int,
+    head_sha: str,
+    name: str,
+    check_run_id: int,
+    now: datetime,
+) -> None:
+    t = table_of(CheckRunRow)
+    stmt = dialect_insert(engine.dialect.name, t).values(
+        repository_id=repository_id,
+        head_sha=head_sha,
+        name=name,
+        check_run_id=check_run_id,
+        updated_at=now,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["repository_id", "head_sha", "name"],
+        set_={"check_run_id": stmt.excluded.check_run_id, "updated_at": stmt.excluded.updated_at},
+    )
+    async with engine.begin() as conn:
+        await conn.execute(stmt)

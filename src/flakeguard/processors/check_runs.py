@@ -1,0 +1,192 @@
+"""Publishing our check run for a head SHA, and acting on its buttons.
+
+Shared by `runs-analyze` (a module of helpers, not a queue processor). One check run per
+(repository, head SHA, name): the first analysis creates it, later ones (other workflows
+of the same commit, re-run attempts) update it in place. It reports every test of the
+commit: the latest attempt of each run at that SHA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import structlog
+
+from flakeguard.adapters.db.checks import (
+    ShaOutcome,
+    outcomes_at_sha,
+    remember_check_run,
+    stored_check_run,
+)
+from flakeguard.adapters.db.history import (
+    RepositoryInfo,
+    load_quarantine,
+    save_quarantine,
+    select_cases,
+)
+from flakeguard.adapters.db.runs import StoredRunInfo
+from flakeguard.adapters.github.client import (
+    Action,
+    Annotation,
+    AnnotationLevel,
+    CheckRunBody,
+    CheckRunConclusion,
+    RepoCoords,
+)
+from flakeguard.core.models import FlakeScore, Verdict
+from flakeguard.core.quarantine import (
+    QuarantinePolicy,
+    QuarantineState,
+    is_muted,
+    manual_add,
+    manual_remove,
+)
+from flakeguard.core.reporting import (
+    CheckRunOutput,
+    ReportCounts,
+    ReportRow,
+    RunReport,
+    render_check_run,
+)
+from flakeguard.core.scoring import ALL_ENVS
+from flakeguard.deps import Deps
+from flakeguard.processors.analysis import AnalysisResult
+
+log = structlog.get_logger("flakeguard.checks")
+
+QUARANTINE = "quarantine"
+UNQUARANTINE = "unquarantine"
+
+
+def report_rows(
+    outcomes: Sequence[ShaOutcome],
+    scores: dict[str, FlakeScore],
+    quarantine: dict[str, QuarantineState],
+) -> tuple[ReportRow, ...]:
+    """The tests worth showing: failed at this SHA, or flaky / suspected / quarantined."""
+    rows = []
+    for outcome in outcomes:
+        score = scores.get(outcome.test_key)
+        state = quarantine.get(outcome.test_key)
+        verdict = score.verdict if score is not None else Verdict.HEALTHY
+        interesting = outcome.failed or verdict in (Verdict.FLAKY, Verdict.SUSPECTED)
+        if not interesting and state is None:
+            continue
+        muted = outcome.failed and is_muted(state, outcome.signature)
+        runs = score.runs if score is not None else 0
+        failures = score.failures if score is not None else 0
+        rows.append(
+            ReportRow(
+                test_key=outcome.test_key,
+                name=outcome.name,
+                class_name=outcome.class_name,
+                file=outcome.file,
+                verdict=verdict,
+                score=score.score if score is not None else 0.0,
+                quarantined=muted or (state is not None and state.is_active and not outcome.failed),
+                passed=runs - failures,
+                failed=failures,
+                failed_in_run=outcome.failed,
+                message=outcome.message,
+            )
+        )
+    return tuple(rows)
+
+
+def check_run_body(name: str, head_sha: str, output: CheckRunOutput) -> CheckRunBody:
+    return CheckRunBody(
+        name=name,
+        head_sha=head_sha,
+        conclusion=CheckRunConclusion(output.conclusion.value),
+        title=output.title,
+        summary=output.summary,
+        text=output.text or None,
+        annotations=[
+            Annotation(
+                path=a.path,
+                start_line=a.start_line,
+                end_line=a.end_line,
+                annotation_level=AnnotationLevel(a.annotation_level.value),
+                message=a.message,
+                title=a.title,
+            )
+            for a in output.annotations
+        ],
+        actions=[Action(a.label, a.description, a.identifier) for a in output.actions],
+    )
+
+
+async def publish_check_run(
+    deps: Deps,
+    repo: RepositoryInfo,
+    run: StoredRunInfo,
+    result: AnalysisResult,
+) -> int | None:
+    """Create or update the commit's check run; returns its id (None without GitHub)."""
+    if deps.checks is None or repo.installation_id is None:
+        return None
+    outcomes = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
+    report = RunReport(
+        repo=repo.full_name,
+        run_id=run.run_id,
+        attempt=run.run_attempt,
+        head_sha=run.head_sha,
+        rows=report_rows(outcomes, result.rollups, result.quarantine),
+        counts=ReportCounts(
+            total=len(outcomes),
+            passed=sum(1 for o in outcomes if o.outcome.value == "passed"),
+            failed=sum(1 for o in outcomes if o.failed),
+            skipped=sum(1 for o in outcomes if o.outcome.value == "skipped"),
+        ),
+        default_branch=repo.default_branch,
+    )
+    name = deps.settings.check_run_name
+    body = check_run_body(name, run.head_sha, render_check_run(report))
+    coords = RepoCoords(repo.owner, repo.name, repo.installation_id)
+    check_run_id = await stored_check_run(deps.engine, repo.id, run.head_sha, name)
+    if check_run_id is None:
+        # Our row may be lost (restored database): GitHub knows our run for this commit.
+        check_run_id = await deps.checks.find(coords, run.head_sha, name)
+    if check_run_id is None:
+        check_run_id = await deps.checks.create(coords, body)
+    else:
+        await deps.checks.update(coords, check_run_id, body)
+    await remember_check_run(deps.engine, repo.id, run.head_sha, name, check_run_id, deps.clock())
+    return check_run_id
+
+
+async def apply_button(
+    deps: Deps, repo: RepositoryInfo, head_sha: str, identifier: str, scores: dict[str, FlakeScore]
+) -> int:
+    """Quarantine the possibly flaky tests of the commit, or release its quarantined ones."""
+    outcomes = await outcomes_at_sha(deps.engine, repo.id, head_sha)
+    cases = await select_cases(deps.engine, repo.id, ids=[o.test_case_id for o in outcomes])
+    case_ids = {c.test_key: c.id for c in cases}
+    existing = await load_quarantine(deps.engine, case_ids)
+    now = deps.clock()
+    changed: list[QuarantineState] = []
+    for case in cases:
+        active = [s for s in existing.get(case.test_key, ()) if s.is_active]
+        verdict = scores[case.test_key].verdict if case.test_key in scores else Verdict.HEALTHY
+        if (
+            identifier == QUARANTINE
+            and not active
+            and verdict in (Verdict.FLAKY, Verdict.SUSPECTED)
+        ):
+            changed.append(
+                manual_add(
+                    case.test_key,
+                    ALL_ENVS,
+                    reason=f"quarantined from the check run of {head_sha[:7]}",
+                    now=now,
+                    policy=QuarantinePolicy(),
+                )
+            )
+        elif identifier == UNQUARANTINE:
+            changed.extend(
+                manual_remove(s, reason=f"released from the check run of {head_sha[:7]}", now=now)
+                for s in active
+            )
+    await save_quarantine(deps.engine, case_ids, changed)
+    log.info("check_run.button", identifier=identifier, changed=len(changed))
+    return len(changed)
