@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from flakeguard.errors import ConfigError, FlakeGuardError
+from flakeguard.cli_common import fail, run, settings_or_exit
+from flakeguard.errors import FlakeGuardError
 from flakeguard.observability import configure_logging
 from flakeguard.settings import Settings, load_settings
 
-T = TypeVar("T")
+__all__ = ["app", "fail", "main", "run", "settings_or_exit"]
+
 app = typer.Typer(
     name="flakeguard",
     help="FlakeGuard workers: ingest CI test results, detect flaky tests, report on GitHub.",
@@ -22,28 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one line on stderr and return the exit to raise."""
-    typer.echo(f"flakeguard: {message}", err=True)
-    return typer.Exit(code)
-
-
-def settings_or_exit(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except ConfigError as error:
-        raise fail(f"invalid configuration: {error}") from None
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except ConfigError as error:
-        raise fail(f"invalid configuration: {error}") from None
-    except FlakeGuardError as error:
-        raise fail(str(error), 1) from None
 
 
 @app.command()
@@ -216,6 +195,17 @@ def _run_import(
     )
     if outcome.runs == 0:
         raise fail("nothing to import: the manifest has no runs")
+
+
+def _register_analysis_commands() -> None:
+    from flakeguard.cli_analysis import analyze, flaky, quarantine_app
+
+    app.command("analyze")(analyze)
+    app.command("flaky")(flaky)
+    app.add_typer(quarantine_app, name="quarantine")
+
+
+_register_analysis_commands()
 
 
 def main() -> None:

@@ -332,3 +332,78 @@ async def save_quarantine(
     async with engine.begin() as conn:
         for start in range(0, len(rows), 2000):
             await conn.execute(stmt, rows[start : start + 2000])
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredTest:
+    """A test with its stored roll-up score and its active quarantine, for listings."""
+
+    case: CaseInfo
+    score: float
+    verdict: str
+    confidence: str
+    reason: str
+    runs: int
+    failures: int
+    failure_rate: float
+    inconsistency: float
+    recency: float
+    branch_diversity: float
+    evidence: dict[str, float]
+    computed_at: datetime
+    quarantine_scope: str | None
+
+
+async def list_scored_tests(
+    engine: AsyncEngine,
+    repository_id: int,
+    *,
+    verdicts: Sequence[str] | None = None,
+    scope: str = "*",
+) -> list[ScoredTest]:
+    """Stored roll-up scores of a repository's tests, highest score first."""
+    s, c, q = table_of(FlakeScoreRow), table_of(CaseRow), table_of(QuarantineRow)
+    query = (
+        select(
+            s,
+            c.c.test_key,
+            c.c.suite,
+            c.c.class_name,
+            c.c.name,
+            c.c.file,
+            q.c.scope.label("q_scope"),
+        )
+        .select_from(
+            s.join(c, s.c.test_case_id == c.c.id).outerjoin(
+                q, and_(q.c.test_case_id == c.c.id, q.c.state == "active")
+            )
+        )
+        .where(c.c.repository_id == repository_id, s.c.scope == scope)
+        .order_by(s.c.score.desc(), c.c.name)
+    )
+    if verdicts is not None:
+        query = query.where(s.c.verdict.in_(list(verdicts)))
+    out: dict[int, ScoredTest] = {}
+    async with engine.connect() as conn:
+        for row in await conn.execute(query):
+            if row.test_case_id in out:
+                continue  # several active scopes: one line per test
+            out[row.test_case_id] = ScoredTest(
+                case=CaseInfo(
+                    row.test_case_id, row.test_key, row.suite, row.class_name, row.name, row.file
+                ),
+                score=row.score,
+                verdict=row.verdict,
+                confidence=row.confidence,
+                reason=row.reason,
+                runs=row.runs,
+                failures=row.failures,
+                failure_rate=row.failure_rate,
+                inconsistency=row.inconsistency,
+                recency=row.recency,
+                branch_diversity=row.branch_diversity,
+                evidence=dict(row.evidence or {}),
+                computed_at=aware(row.computed_at),
+                quarantine_scope=row.q_scope,
+            )
+    return list(out.values())
