@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from flakeguard import __version__
-from flakeguard.http import health
+from flakeguard.http import health, queues
 from flakeguard.http.state import AppState
 
 
@@ -17,6 +17,7 @@ def create_app(state: AppState) -> FastAPI:
     )
     app.state.flakeguard = state
     app.include_router(health.router)
+    app.include_router(queues.router_for(state))
     return app
 
 
