@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from flakeguard import __version__
-from flakeguard.http import health, queues
+from flakeguard.http import health, queues, webhooks
 from flakeguard.http.state import AppState
 
 
@@ -18,6 +18,7 @@ def create_app(state: AppState) -> FastAPI:
     app.state.flakeguard = state
     app.include_router(health.router)
     app.include_router(queues.router_for(state))
+    app.include_router(webhooks.router)
     return app
 
 
