@@ -833,8 +833,7 @@ async def _create_check_run(api: ApiApp, call: Call) -> Reply:
         details_url=body.get("details_url"),
         check_suite_id=suite,
     )
-    with api.state.lock:
-        api.state.check_runs[check_run_id] = record
+    api.state.store_new_check_run(record)
     return _json_reply(201, payloads.check_run(record, repo, api.app_json(), api.api_url))
 
 
@@ -902,13 +901,11 @@ async def _list_check_runs_for_ref(api: ApiApp, call: Call) -> Reply:
     status = call.query.get("status")
     app_id = call.query.get("app_id")
     with api.state.lock:
+        ids = api.state.check_runs_by_ref.get((repo.id, ref), [])
         records = [
             r
-            for r in api.state.check_runs.values()
-            if r.repo_id == repo.id
-            and r.head_sha == ref
-            and (name is None or r.name == name)
-            and (status is None or r.status == status)
+            for r in (api.state.check_runs[i] for i in ids)
+            if (name is None or r.name == name) and (status is None or r.status == status)
         ]
     if app_id is not None and app_id != str(api.state.app.id):
         records = []

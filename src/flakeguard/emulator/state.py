@@ -130,6 +130,8 @@ class EmulatorState:
     tokens: dict[str, TokenRecord] = field(default_factory=dict)
     buckets: dict[int | None, RateBucket] = field(default_factory=dict)
     check_runs: dict[int, CheckRunRecord] = field(default_factory=dict)
+    check_runs_by_ref: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    """(repo id, head sha) → check-run ids: listing for a commit stays O(runs on that commit)."""
     requests: list[RequestRecord] = field(default_factory=list)
     token_replication_delay_s: float = 0.0
     next_check_run_id: int = 9_000_001
@@ -252,6 +254,13 @@ class EmulatorState:
             bucket.reset_epoch_s = self.clock() + reset_in_s
 
     # ---- check runs --------------------------------------------------------------------------
+
+    def store_new_check_run(self, record: CheckRunRecord) -> None:
+        with self.lock:
+            self.check_runs[record.id] = record
+            self.check_runs_by_ref.setdefault((record.repo_id, record.head_sha), []).append(
+                record.id
+            )
 
     def new_check_run_id(self) -> int:
         with self.lock:
