@@ -208,6 +208,16 @@ def _register_analysis_commands() -> None:
 _register_analysis_commands()
 
 
+def _register_ops_commands() -> None:
+    from flakeguard.cli_ops import enqueue_app, queues_app
+
+    app.add_typer(queues_app, name="queues")
+    app.add_typer(enqueue_app, name="enqueue")
+
+
+_register_ops_commands()
+
+
 def main() -> None:
     try:
         app()
