@@ -13,7 +13,10 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, TextIO
 
 import orjson
@@ -35,6 +38,52 @@ _LEVEL_NUMBERS: dict[LogLevel, int] = {
 _OUTPUT_NAMES = {"warning": "warn", "critical": "fatal", "exception": "error"}
 
 _SECRET_KEYS = frozenset({"token", "authorization", "password", "secret", "private_key", "jwt"})
+_SECRET_KEY_SPELLINGS = frozenset(
+    spelling for key in _SECRET_KEYS for spelling in (key, key.upper(), key.title())
+)
+
+_JOB_CONTEXT: ContextVar[Mapping[str, Any]] = ContextVar(
+    "flakeguard_log_context", default=MappingProxyType({})
+)
+"""Fields every log line of the current job carries (one variable: cheap to set per job)."""
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add `fields` to every log line emitted inside the block (and tasks it starts)."""
+    merged = {**_JOB_CONTEXT.get(), **fields}
+    token = _JOB_CONTEXT.set(merged)
+    try:
+        yield
+    finally:
+        _JOB_CONTEXT.reset(token)
+
+
+def _merge_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    context = _JOB_CONTEXT.get()
+    if context:
+        for key, value in context.items():
+            event.setdefault(key, value)
+    return event
+
+
+class _Clock:
+    """ISO-8601 UTC with milliseconds; the seconds part is formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, _: Any, __: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event["time"] = f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        return event
 
 
 def _rename_fields(
@@ -48,9 +97,8 @@ def _rename_fields(
 
 def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # Defence in depth: nobody should log these keys, but if someone does, the value never leaves.
-    for key in list(event):
-        if key.lower() in _SECRET_KEYS:
-            event[key] = "[redacted]"
+    for key in _SECRET_KEY_SPELLINGS.intersection(event):
+        event[key] = "[redacted]"
     return event
 
 
@@ -63,17 +111,12 @@ def configure_logging(level: LogLevel, *, stream: TextIO | None = None) -> None:
         event.update(static)
         return event
 
-    def add_time(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        now = time.time()
-        event["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + (
-            f".{int(now * 1000) % 1000:03d}Z"
-        )
-        return event
+    add_time = _Clock()
 
     number = _LEVEL_NUMBERS[level]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            _merge_context,
             structlog.processors.add_log_level,
             add_time,
             add_static,

@@ -80,7 +80,8 @@ async def test_workflow_run_completed_enqueues_ingest_once_per_delivery(runtime:
         )
     assert first.status_code == 202
     assert first.json()["status"] == "enqueued"
-    assert replay.status_code == 200 and replay.json()["status"] == "duplicate"
+    assert replay.status_code == 200
+    assert replay.json()["status"] == "duplicate"
     assert again.json()["deduplicated"] is True
     jobs = await _pending(runtime, QueueName.RUNS_INGEST)
     assert len(jobs) == 1
@@ -168,8 +169,10 @@ async def test_ping_and_ignored_events(runtime: Runtime) -> None:
             content=requested,
             headers=_headers(requested, "workflow_run", "p-2"),
         )
-    assert pong.status_code == 200 and pong.json()["status"] == "pong"
-    assert ignored.status_code == 200 and ignored.json()["status"] == "ignored"
+    assert pong.status_code == 200
+    assert pong.json()["status"] == "pong"
+    assert ignored.status_code == 200
+    assert ignored.json()["status"] == "ignored"
     assert await _pending(runtime, QueueName.RUNS_INGEST) == []
 
 

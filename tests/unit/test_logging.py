@@ -4,23 +4,22 @@ import io
 import json
 import logging
 
-import structlog
-
-from flakeguard.observability import configure_logging, get_logger
+from flakeguard.observability import configure_logging, get_logger, log_context
 from flakeguard.settings import LogLevel
 
 
 def test_json_lines_have_the_specs_shape_and_job_context() -> None:
     out = io.StringIO()
     configure_logging(LogLevel.INFO, stream=out)
-    with structlog.contextvars.bound_contextvars(jobId="job_123", correlationId="corr_456"):
+    with log_context(jobId="job_123", correlationId="corr_456"):
         get_logger().info("Processing runs ingestion job", workflowRunId=789, token="ghs_secret")
     get_logger().debug("hidden at info")
     logging.getLogger("uvicorn").warning("library line")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 2
     first = lines[0]
-    assert first["level"] == "info" and first["msg"] == "Processing runs ingestion job"
+    assert first["level"] == "info"
+    assert first["msg"] == "Processing runs ingestion job"
     for key in ("time", "pid", "hostname"):
         assert key in first
     assert first["time"].endswith("Z")
@@ -30,7 +29,8 @@ def test_json_lines_have_the_specs_shape_and_job_context() -> None:
         789,
     )
     assert first["token"] == "[redacted]"
-    assert lines[1]["level"] == "warn" and lines[1]["msg"] == "library line"
+    assert lines[1]["level"] == "warn"
+    assert lines[1]["msg"] == "library line"
 
 
 def test_trace_and_fatal_levels() -> None:

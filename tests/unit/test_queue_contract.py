@@ -93,7 +93,8 @@ def test_analyze_and_recompute_payloads() -> None:
             "analysisConfig": {"lookbackDays": 14, "minRunsThreshold": 5},
         }
     )
-    assert analyze.analysis_config.lookback_days == 14 and analyze.force_recompute
+    assert analyze.analysis_config.lookback_days == 14
+    assert analyze.force_recompute
     scope = {"type": "class_pattern", "patterns": ["tests.api.*"], "lookbackDays": 7}
     recompute = RecomputePayload.model_validate(
         {

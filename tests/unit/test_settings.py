@@ -14,9 +14,12 @@ def test_defaults_are_the_specs() -> None:
     assert (s.metrics_port, s.health_check_port) == (9090, 8080)
     assert (s.remove_on_complete, s.remove_on_fail) == (100, 50)
     assert (s.max_retry_attempts, s.retry_delay_ms, s.max_retry_delay_ms) == (3, 5000, 30000)
-    assert s.backoff_multiplier == 2 and s.stalled_job_timeout_ms == 30000
+    assert s.backoff_multiplier == 2
+    assert s.stalled_job_timeout_ms == 30000
     assert s.github_api_url == "https://api.github.com"
-    assert s.embedded_redis and s.embedded_database and not s.github_enabled
+    assert s.embedded_redis
+    assert s.embedded_database
+    assert not s.github_enabled
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -44,6 +44,7 @@ from flakeguard.errors import (
     GitHubRateLimited,
     PermanentJobError,
 )
+from flakeguard.observability import log_context
 
 if TYPE_CHECKING:
     from flakeguard.observability import Metrics
@@ -155,6 +156,11 @@ class QueueRunner(Generic[P]):
         self._options = options
         self._metrics = metrics
         self._rng = rng or random.Random()
+        queue = handler.queue.value
+        # Labelled children looked up once: `labels()` costs microseconds on every job.
+        self._in_progress = metrics.jobs_in_progress.labels(queue)
+        self._completed = metrics.jobs_processed.labels(queue, "completed")
+        self._duration = metrics.job_duration.labels(queue)
         self._worker: Worker | None = None
         self._task: asyncio.Task[None] | None = None
         self.name = redis_queue_name(handler.queue, cluster=target.is_cluster)
@@ -231,7 +237,7 @@ class QueueRunner(Generic[P]):
     async def _process(self, job: Any, token: str) -> Any:
         queue = self._handler.queue.value
         data = job.data if isinstance(job.data, dict) else {}
-        correlation_id = str(data.get("correlationId") or uuid.uuid4().hex[:16])
+        correlation_id = str(data.get("correlationId") or os.urandom(8).hex())
         repository = data.get("repository")
         context = {
             "jobId": str(job.id),
@@ -243,10 +249,9 @@ class QueueRunner(Generic[P]):
             context["repository"] = f"{repository.get('owner')}/{repository.get('repo')}"
         if "workflowRunId" in data:
             context["workflowRunId"] = data["workflowRunId"]
-        in_progress = self._metrics.jobs_in_progress.labels(queue)
         started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(**context):
-            in_progress.inc()
+        with log_context(**context):
+            self._in_progress.inc()
             try:
                 result = await self._run_handler(job, token, data, correlation_id)
             except DelayedError:
@@ -271,12 +276,12 @@ class QueueRunner(Generic[P]):
                     log.error("job.system_error_alert", error=str(error)[:500])
                 raise _categorised(error, category) from error
             else:
-                self._metrics.jobs_processed.labels(queue, "completed").inc()
+                self._completed.inc()
                 log.info("job.completed", duration_s=round(time.perf_counter() - started, 4))
                 return result
             finally:
-                in_progress.dec()
-                self._metrics.job_duration.labels(queue).observe(time.perf_counter() - started)
+                self._in_progress.dec()
+                self._duration.observe(time.perf_counter() - started)
 
     async def _run_handler(
         self, job: Any, token: str, data: dict[str, Any], correlation_id: str
