@@ -8,7 +8,9 @@ commit: the latest attempt of each run at that SHA.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 import structlog
 
@@ -93,6 +95,12 @@ def report_rows(
     return tuple(rows)
 
 
+def annotation_key(annotation: Annotation) -> str:
+    """Identity of an annotation, to send each one to GitHub once."""
+    raw = f"{annotation.path}:{annotation.start_line}:{annotation.title}:{annotation.message}"
+    return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
+
+
 def check_run_body(name: str, head_sha: str, output: CheckRunOutput) -> CheckRunBody:
     return CheckRunBody(
         name=name,
@@ -122,7 +130,12 @@ async def publish_check_run(
     run: StoredRunInfo,
     result: AnalysisResult,
 ) -> int | None:
-    """Create or update the commit's check run; returns its id (None without GitHub)."""
+    """Create or update the commit's check run; returns its id (None without GitHub).
+
+    The database row is the record of our check run per commit: if it was lost (a restored
+    database), a second check run appears for that commit; accepted to save a lookup call
+    per analysis (API budget: <= 4 calls per run).
+    """
     if deps.checks is None or repo.installation_id is None:
         return None
     outcomes = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
@@ -143,15 +156,20 @@ async def publish_check_run(
     name = deps.settings.check_run_name
     body = check_run_body(name, run.head_sha, render_check_run(report))
     coords = RepoCoords(repo.owner, repo.name, repo.installation_id)
-    check_run_id = await stored_check_run(deps.engine, repo.id, run.head_sha, name)
-    if check_run_id is None:
-        # Our row may be lost (restored database): GitHub knows our run for this commit.
-        check_run_id = await deps.checks.find(coords, run.head_sha, name)
-    if check_run_id is None:
+    stored = await stored_check_run(deps.engine, repo.id, run.head_sha, name)
+    sent = {annotation_key(a): a for a in body.annotations}
+    if stored is None:
+        # Our row is the record of the commit's check run: one API call, no lookup first.
         check_run_id = await deps.checks.create(coords, body)
     else:
-        await deps.checks.update(coords, check_run_id, body)
-    await remember_check_run(deps.engine, repo.id, run.head_sha, name, check_run_id, deps.clock())
+        check_run_id = stored.check_run_id
+        # GitHub appends annotations on update: send only the ones it does not have yet.
+        fresh = [a for key, a in sent.items() if key not in stored.annotated]
+        await deps.checks.update(coords, check_run_id, replace(body, annotations=fresh))
+    annotated = frozenset(sent) | (stored.annotated if stored else frozenset())
+    await remember_check_run(
+        deps.engine, repo.id, run.head_sha, name, check_run_id, deps.clock(), annotated
+    )
     return check_run_id
 
 

@@ -88,17 +88,27 @@ async def outcomes_at_sha(
     return sorted(merged.values(), key=lambda o: o.test_case_id)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredCheckRun:
+    check_run_id: int
+    annotated: frozenset[str]
+
+
 async def stored_check_run(
     engine: AsyncEngine, repository_id: int, head_sha: str, name: str
-) -> int | None:
+) -> StoredCheckRun | None:
     t = table_of(CheckRunRow)
     async with engine.connect() as conn:
-        found = await conn.scalar(
-            select(t.c.check_run_id).where(
-                t.c.repository_id == repository_id, t.c.head_sha == head_sha, t.c.name == name
+        row = (
+            await conn.execute(
+                select(t.c.check_run_id, t.c.annotated).where(
+                    t.c.repository_id == repository_id, t.c.head_sha == head_sha, t.c.name == name
+                )
             )
-        )
-    return None if found is None else int(found)
+        ).first()
+    if row is None:
+        return None
+    return StoredCheckRun(int(row.check_run_id), frozenset(row.annotated or ()))
 
 
 async def head_sha_of_check_run(
@@ -121,6 +131,7 @@ async def remember_check_run(
     name: str,
     check_run_id: int,
     now: datetime,
+    annotated: frozenset[str] = frozenset(),
 ) -> None:
     t = table_of(CheckRunRow)
     stmt = dialect_insert(engine.dialect.name, t).values(
@@ -129,10 +140,15 @@ async def remember_check_run(
         name=name,
         check_run_id=check_run_id,
         updated_at=now,
+        annotated=sorted(annotated),
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=["repository_id", "head_sha", "name"],
-        set_={"check_run_id": stmt.excluded.check_run_id, "updated_at": stmt.excluded.updated_at},
+        set_={
+            "check_run_id": stmt.excluded.check_run_id,
+            "updated_at": stmt.excluded.updated_at,
+            "annotated": stmt.excluded.annotated,
+        },
     )
     async with engine.begin() as conn:
         await conn.execute(stmt)

@@ -196,6 +196,8 @@ class CheckRunRow(Base):
     name: Mapped[str] = mapped_column(String(100))
     check_run_id: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    annotated: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """Keys of annotations already sent: GitHub appends annotations on every update."""
 
 
 def table_of(model: type[Base]) -> Table:

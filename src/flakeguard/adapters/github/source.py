@@ -49,6 +49,25 @@ def run_ref(info: WorkflowRunInfo, repo: str) -> RunRef:
     )
 
 
+def run_from_metadata(payload: RunsIngestPayload) -> RunRef | None:
+    """The run as webhooks and polling describe it, saving a `GET run` call; None if partial."""
+    meta = payload.metadata
+    if meta.head_sha is None or meta.created_at is None or meta.workflow_name is None:
+        return None
+    return RunRef(
+        repo=payload.repository.full_name,
+        run_id=payload.workflow_run_id,
+        attempt=meta.run_attempt,
+        head_sha=meta.head_sha,
+        branch=meta.head_branch,
+        event=meta.event,
+        workflow=meta.workflow_name,
+        pr_number=meta.pr_number,
+        started_at=meta.created_at,
+        conclusion=meta.conclusion,
+    )
+
+
 class GitHubRunSource:
     def __init__(self, client: GitHubClient | None, max_artifact_bytes: int) -> None:
         self._client = client
@@ -60,10 +79,12 @@ class GitHubRunSource:
                 "GitHub App is not configured (GITHUB_APP_ID, GITHUB_PRIVATE_KEY)"
             )
         coords = coords_of(payload)
-        info = await self._client.get_workflow_run(
-            coords, payload.workflow_run_id, payload.metadata.run_attempt
-        )
-        run = run_ref(info, coords.full_name)
+        run = run_from_metadata(payload)
+        if run is None:
+            info = await self._client.get_workflow_run(
+                coords, payload.workflow_run_id, payload.metadata.run_attempt
+            )
+            run = run_ref(info, coords.full_name)
         return RunReports(run=run, groups=self._groups(coords, run))
 
     async def _groups(
@@ -107,9 +128,6 @@ class GitHubRunSource:
 class GitHubChecks:
     def __init__(self, client: GitHubClient) -> None:
         self._client = client
-
-    async def find(self, repo: RepoCoords, head_sha: str, name: str) -> int | None:
-        return await self._client.find_check_run(repo, head_sha, name)
 
     async def create(self, repo: RepoCoords, body: CheckRunBody) -> int:
         return await self._client.create_check_run(repo, body)
