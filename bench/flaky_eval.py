@@ -29,6 +29,7 @@ import argparse
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -110,24 +111,27 @@ def build_records(world: SimWorld) -> dict[str, list[ExecutionRecord]]:
             for case in report.cases:
                 last = len(case.outcomes) - 1
                 bucket = out[keys[case.test]]
-                for k, outcome in enumerate(case.outcomes):
-                    bucket.append(
-                        ExecutionRecord(
-                            test_key=keys[case.test],
-                            env_key=env_key,
-                            run_id=run.run_id,
-                            run_attempt=run.attempt,
-                            retry_index=k,
-                            is_final=k == last,
-                            sha=run.sha,
-                            branch=run.branch,
-                            is_default_branch=is_default,
-                            outcome=outcome,
-                            at=run.started_at,
-                            signature=case.signatures[k],
-                            upload_failed_share=share,
-                        )
+                key = keys[case.test]
+                sigs = case.signatures
+                # Positional arguments: this loop builds ~1.5 M records per seed.
+                bucket.extend(
+                    ExecutionRecord(
+                        key,
+                        env_key,
+                        run.run_id,
+                        run.attempt,
+                        k,
+                        k == last,
+                        run.sha,
+                        run.branch,
+                        is_default,
+                        outcome,
+                        run.started_at,
+                        sigs[k],
+                        share,
                     )
+                    for k, outcome in enumerate(case.outcomes)
+                )
     for records in out.values():
         records.sort(key=lambda r: (r.at, r.run_id, r.run_attempt, r.retry_index))
     return out
@@ -366,6 +370,19 @@ def render_table(results: Sequence[SeedResult], *, via_cli: bool) -> str:
     return "\n".join(lines)
 
 
+def _policies(overrides: Sequence[str]) -> tuple[ScoringPolicy, QuarantinePolicy]:
+    """Default policies with `scoring.X=V` / `quarantine.X=V` overrides (for tuning runs)."""
+    scoring_changes: dict[str, float] = {}
+    quarantine_changes: dict[str, float] = {}
+    for item in overrides:
+        target, _, value = item.partition("=")
+        which, _, name = target.partition(".")
+        changes = scoring_changes if which == "scoring" else quarantine_changes
+        changes[name] = int(value) if value.lstrip("-").isdigit() else float(value)
+    scoring = replace(ScoringPolicy(), **scoring_changes)  # type: ignore[arg-type]
+    return scoring, replace(QuarantinePolicy(), **quarantine_changes)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="FlakeGuard flaky-detection evaluation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
@@ -374,25 +391,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--commits", type=int, default=SimConfig().n_main_commits)
     parser.add_argument("--checkpoint-every", type=int, default=10)
     parser.add_argument("--via-cli", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="POLICY.FIELD=VALUE",
+        help="override a policy default, e.g. quarantine.alpha=0.01 or scoring.flaky_score=0.4",
+    )
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="seeds in parallel")
     parser.add_argument("--flakeguard", default="flakeguard", help="CLI executable (--via-cli)")
     args = parser.parse_args(argv)
     if args.tune_seed in args.seeds:
         parser.error("the tuning seed must not be a reported seed")
     config = SimConfig(n_tests=args.tests, n_main_commits=args.commits)
-    scoring = ScoringPolicy()
-    quarantine = QuarantinePolicy()
+    scoring, quarantine = _policies(args.set)
     started = time.perf_counter()
     theta = tune_naive_threshold(args.tune_seed, config, scoring.lookback_days)
-    results = []
-    for seed in args.seeds:
-        if args.via_cli:
-            result = evaluate_via_cli(seed, config, scoring, theta, args.flakeguard)
-        else:
-            result = evaluate_in_process(
-                seed, config, scoring, quarantine, theta, args.checkpoint_every
-            )
-        results.append(result)
-        print(f"seed {seed}: F1 {result.f1:.3f} ({result.elapsed_s:.1f} s)", file=sys.stderr)
+    results: list[SeedResult] = []
+    if args.via_cli:
+        for seed in args.seeds:
+            results.append(evaluate_via_cli(seed, config, scoring, theta, args.flakeguard))
+    else:
+        jobs = [
+            (seed, config, scoring, quarantine, theta, args.checkpoint_every) for seed in args.seeds
+        ]
+        with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
+            results = pool.starmap(evaluate_in_process, jobs)
+    for result in results:
+        print(f"seed {result.seed}: F1 {result.f1:.3f} ({result.elapsed_s:.1f} s)", file=sys.stderr)
     mode = "via CLI" if args.via_cli else "in-process"
     print(
         f"FlakeGuard vs spec formula, {mode}; {args.tests} tests x {args.commits} protected "

@@ -61,8 +61,9 @@ Pipeline (per test):
 8. **Confidence**: `high` when n >= 50 and scc >= 1; `medium` when n >= 20; else `low`.
 
 `runs` / `failures` count the final result of each report (one run attempt of one env), kept
-by the infra filter, not individual retry attempts. The roll-up's evidence dict also carries
-`env_evidence:<env_key>` (each env's positive gate evidence) so quarantine can scope itself.
+by the infra filter, not individual retry attempts. The roll-up's evidence dict also carries,
+per env, `env_evidence:<env_key>` (positive gate evidence), `env_unexplained:<env_key>` and
+`env_n:<env_key>`, so quarantine can scope itself and estimate the env's failure rate.
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ ALL_ENVS = "*"
 
 ENV_EVIDENCE_PREFIX = "env_evidence:"
 """Evidence-dict key prefix: positive gate evidence held by one env (for quarantine scoping)."""
+ENV_UNEXPLAINED_PREFIX = "env_unexplained:"
+"""Evidence-dict key prefix: one env's unexplained failures (quarantine's release estimate)."""
+ENV_N_PREFIX = "env_n:"
+"""Evidence-dict key prefix: one env's attempts kept (quarantine's release estimate)."""
 
 DEFAULT_INFRA_FAILED_SHARE = 0.20
 """Uploads with a larger failed share are outages (notes §4.2; Trunk's 80 % lets 30-80 %
@@ -249,8 +254,7 @@ def score_test(
     }
     scores = [_to_score(test_key, env, ev, now, policy, {}) for env, ev in evidences.items()]
     pooled = _pool(evidences.values())
-    env_weights = {env: _positive_evidence(ev, policy) for env, ev in evidences.items()}
-    rollup = _to_score(test_key, ALL_ENVS, pooled, now, policy, env_weights)
+    rollup = _to_score(test_key, ALL_ENVS, pooled, now, policy, evidences)
     worst = max((s.verdict for s in scores), key=_SEVERITY.__getitem__, default=Verdict.HEALTHY)
     if _SEVERITY[worst] > _SEVERITY[rollup.verdict]:
         rollup = _with_verdict(rollup, worst, scores)
@@ -564,7 +568,7 @@ def _to_score(
     ev: _Evidence,
     now: datetime,
     policy: ScoringPolicy,
-    env_weights: Mapping[str, float],
+    env_evidences: Mapping[str, _Evidence],
 ) -> FlakeScore:
     components = _components(ev, now, policy)
     score = _score(components, policy)
@@ -586,8 +590,10 @@ def _to_score(
     }
     if ev.last_evidence_at is not None:
         evidence["last_evidence_ts"] = ev.last_evidence_at.timestamp()
-    for env, weight in sorted(env_weights.items()):
-        evidence[ENV_EVIDENCE_PREFIX + env] = weight
+    for env, env_ev in sorted(env_evidences.items()):
+        evidence[ENV_EVIDENCE_PREFIX + env] = _positive_evidence(env_ev, policy)
+        evidence[ENV_UNEXPLAINED_PREFIX + env] = float(env_ev.unexplained)
+        evidence[ENV_N_PREFIX + env] = float(env_ev.n)
     return FlakeScore(
         test_key=test_key,
         scope=scope,
