@@ -7,31 +7,23 @@ databases for everything else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.artifacts import ReportSource
 from flakeguard.adapters.queue.payloads import RunsIngestPayload
 from flakeguard.adapters.queue.producer import JobProducer
-from flakeguard.core.models import ReportProblem, RunRef
+from flakeguard.adapters.sources import RunReports
+
+__all__ = ["CheckPublisher", "Deps", "RunReports", "RunSource"]
 
 if TYPE_CHECKING:
     from flakeguard.adapters.github.client import CheckRunBody, GitHubClient, RepoCoords
     from flakeguard.observability import Metrics
     from flakeguard.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class RunReports:
-    """A run attempt and the JUnit files found in it, grouped by environment (job/artifact)."""
-
-    run: RunRef
-    groups: AsyncIterator[tuple[str, ReportSource | ReportProblem]]
-    """(env_key, source or problem) pairs, streamed: archives are opened one at a time."""
 
 
 class RunSource(Protocol):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from flakeguard.adapters.artifacts import ReportSource, iter_path_reports
 from flakeguard.adapters.queue.payloads import RunsIngestPayload
+from flakeguard.adapters.sources import RunReports
 from flakeguard.core.models import ReportProblem, RunRef
-from flakeguard.deps import RunReports
 from flakeguard.errors import PermanentJobError
 
 

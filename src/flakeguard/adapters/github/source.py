@@ -20,8 +20,8 @@ from flakeguard.adapters.github.client import (
     WorkflowRunInfo,
 )
 from flakeguard.adapters.queue.payloads import RunsIngestPayload
+from flakeguard.adapters.sources import RunReports
 from flakeguard.core.models import ReportProblem, RunRef
-from flakeguard.deps import RunReports
 from flakeguard.errors import ArtifactExpired, PermanentJobError
 
 SPOOL_MEMORY_BYTES = 8 * 2**20
