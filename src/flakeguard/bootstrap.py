@@ -227,32 +227,42 @@ def http_servers(runtime: Runtime) -> list[_Server]:
     return servers
 
 
+QUEUE_STATES = ("waiting", "prioritized", "active", "completed", "failed", "delayed")
+
+
+async def sample_queues_once(
+    runtime: Runtime, previous: dict[str, tuple[float, int]] | None = None
+) -> None:
+    """Refresh queue-size, DLQ, throughput and process gauges once.
+
+    `previous` carries (monotonic time, completed count) per queue between calls; throughput
+    is this process's completions per second since the last call (no figure on the first).
+    """
+    metrics = runtime.deps.metrics
+    previous = {} if previous is None else previous
+    for name in ALL_QUEUES:
+        try:
+            counts = await runtime.deps.producer.queues[name].getJobCounts(*QUEUE_STATES)
+        except Exception as error:  # noqa: BLE001  # a Redis outage must not kill sampling
+            log.debug("metrics.sample_failed", queue=name, error=type(error).__name__)
+            continue
+        for state_name in QUEUE_STATES:
+            metrics.queue_size.labels(name.value, state_name).set(int(counts.get(state_name, 0)))
+        metrics.dlq_size.labels(name.value).set(int(counts.get("failed", 0)))
+        done = int(metrics.jobs_processed.labels(name.value, "completed")._value.get())
+        now = time.monotonic()
+        if name.value in previous:
+            then, before = previous[name.value]
+            metrics.queue_throughput.labels(name.value).set((done - before) / max(now - then, 1e-6))
+        previous[name.value] = (now, done)
+    metrics.sample_process()
+
+
 async def sample_queues(runtime: Runtime, stop: asyncio.Event) -> None:
     """Refresh queue-size, DLQ and throughput gauges every few seconds."""
-    metrics = runtime.deps.metrics
     previous: dict[str, tuple[float, int]] = {}
-    states = ("waiting", "prioritized", "active", "completed", "failed", "delayed")
     while not stop.is_set():
-        for name in ALL_QUEUES:
-            try:
-                counts = await runtime.deps.producer.queues[name].getJobCounts(*states)
-            except Exception as error:  # noqa: BLE001  # a Redis outage must not kill sampling
-                log.debug("metrics.sample_failed", queue=name, error=type(error).__name__)
-                continue
-            for state_name in states:
-                metrics.queue_size.labels(name.value, state_name).set(
-                    int(counts.get(state_name, 0))
-                )
-            metrics.dlq_size.labels(name.value).set(int(counts.get("failed", 0)))
-            done = int(metrics.jobs_processed.labels(name.value, "completed")._value.get())
-            now = time.monotonic()
-            if name.value in previous:
-                then, before = previous[name.value]
-                metrics.queue_throughput.labels(name.value).set(
-                    (done - before) / max(now - then, 1e-6)
-                )
-            previous[name.value] = (now, done)
-        metrics.sample_process()
+        await sample_queues_once(runtime, previous)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=QUEUE_SAMPLE_INTERVAL_S)
 
