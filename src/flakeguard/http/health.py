@@ -61,6 +61,17 @@ async def _queue_totals(state: AppState) -> dict[str, int]:
     return totals
 
 
+def _redis_nodes(state: AppState) -> int:
+    """Nodes the cluster client discovered (masters and replicas), else the configured count.
+
+    A RedisCluster learns the topology on its first command, so call this after the ping.
+    """
+    get_nodes = getattr(state.redis, "get_nodes", None)
+    if state.deps.settings.redis_cluster_enabled and callable(get_nodes):
+        return len(get_nodes()) or state.redis_nodes
+    return state.redis_nodes
+
+
 @router.get("/health/live")
 async def live(request: Request) -> dict[str, Any]:
     return {"status": "alive", "uptime": _state(request).uptime_ms}
@@ -105,7 +116,7 @@ async def health(request: Request) -> JSONResponse:
             "lastChecked": checked,
             "details": {
                 "cluster": state.deps.settings.redis_cluster_enabled,
-                "nodes": state.redis_nodes,
+                "nodes": _redis_nodes(state),
                 "embedded": state.deps.settings.embedded_redis,
             },
         },
