@@ -8,7 +8,9 @@ commit: the latest attempt of each run at that SHA.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -58,6 +60,22 @@ log = structlog.get_logger("flakeguard.checks")
 
 QUARANTINE = "quarantine"
 UNQUARANTINE = "unquarantine"
+
+# Analyses of two runs at one SHA run concurrently: without this, both find no stored
+# check run and both create one. Entries vanish when no coroutine holds their lock.
+# Per process only: several worker processes can still race (documented limitation).
+_publish_locks: weakref.WeakValueDictionary[tuple[int, str, str], asyncio.Lock] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _publish_lock(repository_id: int, head_sha: str, name: str) -> asyncio.Lock:
+    key = (repository_id, head_sha, name)
+    lock = _publish_locks.get(key)
+    if lock is None:
+        lock = asyncio.Lock()
+        _publish_locks[key] = lock
+    return lock
 
 
 def report_rows(
@@ -156,20 +174,21 @@ async def publish_check_run(
     name = deps.settings.check_run_name
     body = check_run_body(name, run.head_sha, render_check_run(report))
     coords = RepoCoords(repo.owner, repo.name, repo.installation_id)
-    stored = await stored_check_run(deps.engine, repo.id, run.head_sha, name)
-    sent = {annotation_key(a): a for a in body.annotations}
-    if stored is None:
-        # Our row is the record of the commit's check run: one API call, no lookup first.
-        check_run_id = await deps.checks.create(coords, body)
-    else:
-        check_run_id = stored.check_run_id
-        # GitHub appends annotations on update: send only the ones it does not have yet.
-        fresh = [a for key, a in sent.items() if key not in stored.annotated]
-        await deps.checks.update(coords, check_run_id, replace(body, annotations=fresh))
-    annotated = frozenset(sent) | (stored.annotated if stored else frozenset())
-    await remember_check_run(
-        deps.engine, repo.id, run.head_sha, name, check_run_id, deps.clock(), annotated
-    )
+    async with _publish_lock(repo.id, run.head_sha, name):
+        stored = await stored_check_run(deps.engine, repo.id, run.head_sha, name)
+        sent = {annotation_key(a): a for a in body.annotations}
+        if stored is None:
+            # Our row is the record of the commit's check run: one API call, no lookup first.
+            check_run_id = await deps.checks.create(coords, body)
+        else:
+            check_run_id = stored.check_run_id
+            # GitHub appends annotations on update: send only the ones it does not have yet.
+            fresh = [a for key, a in sent.items() if key not in stored.annotated]
+            await deps.checks.update(coords, check_run_id, replace(body, annotations=fresh))
+        annotated = frozenset(sent) | (stored.annotated if stored else frozenset())
+        await remember_check_run(
+            deps.engine, repo.id, run.head_sha, name, check_run_id, deps.clock(), annotated
+        )
     return check_run_id
 
 
