@@ -51,7 +51,10 @@ class RedisTarget:
 def target_from_url(url: str) -> RedisTarget:
     options: dict[str, Any] = dict(parse_url(url))  # type: ignore[no-untyped-call]
     options.pop("connection_class", None)
-    host = options.get("host") or options.get("path") or "localhost"
+    if "path" in options:
+        # unix:// URLs: redis-py's parse_url says `path`; its client takes `unix_socket_path`.
+        options["unix_socket_path"] = options.pop("path")
+    host = options.get("host") or options.get("unix_socket_path") or "localhost"
     return RedisTarget(options=options, description=f"redis at {host}")
 
 
