@@ -103,8 +103,11 @@ def _drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
 
 
 def configure_logging(level: LogLevel, *, stream: TextIO | None = None) -> None:
-    """Route structlog and the standard `logging` module to JSON lines on `stream`."""
-    out = stream or sys.stdout
+    """Route structlog and the standard `logging` module to JSON lines on `stream`.
+
+    Without a stream, lines go to whatever `sys.stdout` is when each line is written (not
+    when logging was configured), so a replaced or closed stdout never breaks logging.
+    """
     static = {"pid": os.getpid(), "hostname": socket.gethostname()}
 
     def add_static(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -128,11 +131,13 @@ def configure_logging(level: LogLevel, *, stream: TextIO | None = None) -> None:
             ),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(max(number, logging.DEBUG)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
     # Libraries (uvicorn, alembic, bullmq) log through `logging`: same format, same level.
-    handler = logging.StreamHandler(out)
+    handler: logging.StreamHandler[TextIO] = (
+        logging.StreamHandler(stream) if stream is not None else _CurrentStdoutHandler()
+    )
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[
@@ -153,6 +158,17 @@ def configure_logging(level: LogLevel, *, stream: TextIO | None = None) -> None:
     root.setLevel(max(number, logging.DEBUG))
     for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(max(number, logging.WARNING))
+
+
+class _CurrentStdoutHandler(logging.StreamHandler[TextIO]):
+    """A stream handler writing to the `sys.stdout` of the moment."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -6,8 +6,9 @@ import fnmatch
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.engine import dialect_insert
@@ -206,6 +207,26 @@ async def stream_histories(
         yield key_of[current], records
 
 
+async def upsert_rows(
+    engine: AsyncEngine,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    batch_rows: int = 2000,
+) -> None:
+    """Insert `rows`, updating every non-key column of rows whose `keys` already exist."""
+    if not rows:
+        return
+    stmt = dialect_insert(engine.dialect.name, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
+    )
+    async with engine.begin() as conn:
+        for start in range(0, len(rows), batch_rows):
+            await conn.execute(stmt, rows[start : start + batch_rows])
+
+
 async def save_scores(
     engine: AsyncEngine, case_ids: dict[str, int], scores: Sequence[FlakeScore], now: datetime
 ) -> None:
@@ -231,30 +252,7 @@ async def save_scores(
         }
         for s in scores
     ]
-    stmt = dialect_insert(engine.dialect.name, t)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["test_case_id", "scope"],
-        set_={
-            c: stmt.excluded[c]
-            for c in (
-                "score",
-                "failure_rate",
-                "inconsistency",
-                "recency",
-                "branch_diversity",
-                "verdict",
-                "confidence",
-                "reason",
-                "runs",
-                "failures",
-                "evidence",
-                "computed_at",
-            )
-        },
-    )
-    async with engine.begin() as conn:
-        for start in range(0, len(rows), 2000):
-            await conn.execute(stmt, rows[start : start + 2000])
+    await upsert_rows(engine, t, rows, ("test_case_id", "scope"))
 
 
 async def load_quarantine(
@@ -312,26 +310,7 @@ async def save_quarantine(
         }
         for s in states
     ]
-    stmt = dialect_insert(engine.dialect.name, q)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["test_case_id", "scope"],
-        set_={
-            c: stmt.excluded[c]
-            for c in (
-                "state",
-                "reason",
-                "since",
-                "expires_at",
-                "released_at",
-                "clean_runs_since",
-                "signatures",
-                "manual",
-            )
-        },
-    )
-    async with engine.begin() as conn:
-        for start in range(0, len(rows), 2000):
-            await conn.execute(stmt, rows[start : start + 2000])
+    await upsert_rows(engine, q, rows, ("test_case_id", "scope"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,285 @@
+"""Analysis end to end: import-junit, analyze, flaky --json, quarantine, runs-analyze, recompute."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from bullmq import Job
+from typer.testing import CliRunner
+
+from flakeguard.adapters.github.client import CheckRunBody, RepoCoords
+from flakeguard.adapters.queue.names import QueueName
+from flakeguard.adapters.queue.payloads import (
+    RecomputeOptions,
+    RecomputePayload,
+    RecomputeScope,
+    RecomputeScopeType,
+    RepositoryRef,
+    RunMetadata,
+    RunsIngestPayload,
+)
+from flakeguard.cli import app
+from tests.support import make_settings, running_workers, test_runtime, wait_for, write_local_run
+
+pytestmark = pytest.mark.integration
+START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)  # inside the 30-day lookback
+
+
+def junit(cases: dict[str, str]) -> str:
+    """A pytest-style report: name -> 'pass' | 'fail' | 'flaky' (fails, then passes on rerun)."""
+    body = []
+    for name, kind in cases.items():
+        if kind == "fail":
+            body.append(
+                f'<testcase classname="tests.test_shop" name="{name}" time="0.1">'
+                f'<failure message="assert 1 == 2">AssertionError at line 3</failure></testcase>'
+            )
+        elif kind == "flaky":
+            body.append(
+                f'<testcase classname="tests.test_shop" name="{name}" time="0.1"/>'
+            )  # empty = failed attempt
+            body.append(f'<testcase classname="tests.test_shop" name="{name}" time="0.1"/>')
+        else:
+            body.append(f'<testcase classname="tests.test_shop" name="{name}" time="0.1"/>')
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
+        f'<testsuite name="pytest" tests="{len(cases)}">{"".join(body)}</testsuite></testsuites>'
+    )
+
+
+def write_history(folder: Path) -> Path:
+    """12 runs on main: test_flaky fails on runs 3 and 8 and passes on their re-runs;
+    test_broken fails from run 9 on; test_ok always passes. Returns the manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for run in range(12):
+        for attempt in (1, 2) if run in (3, 8) else (1,):
+            flaky = "fail" if run in (3, 8) and attempt == 1 else "pass"
+            broken = "fail" if run >= 9 else "pass"
+            path = folder / f"run{run}-{attempt}.xml"
+            filler = {f"test_filler_{i}": "pass" for i in range(20)}  # a realistic suite size
+            path.write_text(
+                junit({"test_ok": "pass", "test_flaky": flaky, "test_broken": broken, **filler})
+            )
+            lines.append(
+                {
+                    "repo": "acme/shop",
+                    "run_id": 1000 + run,
+                    "attempt": attempt,
+                    "sha": f"{run:040x}",
+                    "branch": "main",
+                    "started_at": (START + timedelta(hours=run, minutes=attempt)).isoformat(),
+                    "workflow": "ci",
+                    "job": "ubuntu",
+                    "paths": [path.name],
+                }
+            )
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return manifest
+
+
+def test_import_analyze_flaky_and_quarantine_through_the_cli(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = write_history(tmp_path / "history")
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    monkeypatch.setenv("LOG_LEVEL", "error")
+    monkeypatch.setenv("FLAKEGUARD_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+    imported = runner.invoke(app, ["import-junit", "--manifest", str(manifest)])
+    assert imported.exit_code == 0, imported.output
+    assert "imported 14 run attempts (14 new)" in imported.output
+    again = runner.invoke(app, ["import-junit", "--manifest", str(manifest)])
+    assert "(0 new)" in again.output  # idempotent per run attempt
+    analyzed = runner.invoke(app, ["analyze", "--repo", "acme/shop"])
+    assert analyzed.exit_code == 0, analyzed.output
+    assert "scored 23 tests of acme/shop" in analyzed.output
+    listed = runner.invoke(app, ["flaky", "--repo", "acme/shop", "--all", "--json"])
+    assert listed.exit_code == 0, listed.output
+    tests = {t["name"]: t for t in json.loads(listed.stdout)}
+    assert {"test_ok", "test_flaky", "test_broken"} <= set(tests)
+    assert len(tests) == 23
+    for field in (
+        "test_id",
+        "suite",
+        "class_name",
+        "file",
+        "score",
+        "is_flaky",
+        "class",
+        "confidence",
+        "quarantined",
+        "runs",
+        "failures",
+        "components",
+        "evidence",
+        "reason",
+    ):
+        assert field in tests["test_flaky"]
+    assert set(tests["test_flaky"]["components"]) == {
+        "failure_rate",
+        "inconsistency",
+        "recency",
+        "branch_diversity",
+    }
+    assert tests["test_flaky"]["class"] in ("flaky", "suspected")
+    assert tests["test_broken"]["class"] == "broken"
+    assert tests["test_broken"]["quarantined"] is False  # broken tests are never quarantined
+    assert tests["test_ok"]["class"] == "healthy"
+    assert tests["test_ok"]["score"] == 0
+    default = json.loads(runner.invoke(app, ["flaky", "--repo", "acme/shop", "--json"]).stdout)
+    assert "test_ok" not in {t["name"] for t in default}
+    added = runner.invoke(
+        app, ["quarantine", "add", "--repo", "acme/shop", "--test", "test_ok", "--reason", "T-1"]
+    )
+    assert added.exit_code == 0, added.output
+    exported = runner.invoke(
+        app, ["quarantine", "list", "--repo", "acme/shop", "--format", "pytest"]
+    )
+    assert "--deselect=tests/test_shop.py::test_ok" in exported.stdout
+    removed = runner.invoke(
+        app, ["quarantine", "remove", "--repo", "acme/shop", "--test", "test_ok"]
+    )
+    assert "released 1 quarantines" in removed.stdout
+    after = runner.invoke(app, ["quarantine", "list", "--repo", "acme/shop", "--format", "json"])
+    assert "test_ok" not in {t["name"] for t in json.loads(after.stdout)}
+
+
+def test_import_junit_rejects_an_unusable_manifest(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"repo": "acme/shop", "run_id": 1, "sha": "a", "paths": ["x.xml"]}\nnot json\n')
+    result = CliRunner().invoke(app, ["import-junit", "--manifest", str(bad)])
+    assert result.exit_code == 2
+    assert "m.jsonl:2" in result.output
+    missing = CliRunner().invoke(app, ["import-junit", str(tmp_path), "--repo", "acme/shop"])
+    assert missing.exit_code == 2
+
+
+class RecordingChecks:
+    """A CheckPublisher that keeps what would be sent to GitHub."""
+
+    def __init__(self) -> None:
+        self.created: list[CheckRunBody] = []
+        self.updates: list[tuple[int, CheckRunBody]] = []
+
+    async def create(self, repo: RepoCoords, body: CheckRunBody) -> int:
+        self.created.append(body)
+        return 777
+
+    async def update(self, repo: RepoCoords, check_run_id: int, body: CheckRunBody) -> None:
+        self.updates.append((check_run_id, body))
+
+
+async def test_runs_analyze_publishes_one_check_run_per_sha_updated_in_place(
+    queue_prefix: str, redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    reports = tmp_path / "xml"
+    reports.mkdir()
+    (reports / "a.xml").write_text(junit({"test_ok": "pass", "test_new": "fail"}))
+    (reports / "b.xml").write_text(junit({"test_ok": "pass", "test_other": "fail"}))
+    sha = "e" * 40
+    # Two workflows (two runs) of the same commit.
+    write_local_run(
+        runs, owner="acme", repo="shop", run_id=1, head_sha=sha, jobs={"linux": [reports / "a.xml"]}
+    )
+    write_local_run(
+        runs,
+        owner="acme",
+        repo="shop",
+        run_id=2,
+        head_sha=sha,
+        jobs={"mac": [reports / "b.xml"]},
+        workflow="e2e",
+    )
+    checks = RecordingChecks()
+    settings = make_settings(
+        redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
+    )
+    async with test_runtime(settings, runs_root=runs, checks=checks) as rt:
+        analyze_queue = rt.deps.producer.queues[QueueName.RUNS_ANALYZE]
+        async with running_workers(rt, [QueueName.RUNS_INGEST, QueueName.RUNS_ANALYZE]):
+            for run_id in (1, 2):
+                await rt.deps.producer.ingest(
+                    RunsIngestPayload(
+                        workflow_run_id=run_id,
+                        repository=RepositoryRef(owner="acme", repo="shop", installation_id=9),
+                        metadata=RunMetadata(run_attempt=1),
+                    )
+                )
+
+                async def analyzed(n: int = run_id) -> bool:
+                    return int((await analyze_queue.getJobCounts("completed"))["completed"]) == n
+
+                await wait_for(analyzed, timeout_s=30)
+    assert len(checks.created) == 1
+    assert len(checks.updates) == 1
+    first, (updated_id, second) = checks.created[0], checks.updates[0]
+    assert updated_id == 777
+    assert first.head_sha == sha
+    assert first.conclusion is not None
+    assert first.conclusion.value == "failure"
+    assert "test_new" in first.summary
+    assert "test_other" in second.summary
+    assert "test_new" in second.summary
+    first_paths = {(a.title, a.message) for a in first.annotations}
+    assert all((a.title, a.message) not in first_paths for a in second.annotations)  # sent once
+
+
+async def test_recompute_scopes_and_progress(
+    queue_prefix: str, redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    (tmp_path / "r.xml").write_text(
+        junit({"test_login": "pass", "test_logout": "fail", "test_cart": "pass"})
+    )
+    write_local_run(runs, owner="acme", repo="shop", run_id=5, jobs={"linux": [tmp_path / "r.xml"]})
+    settings = make_settings(
+        redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
+    )
+    async with test_runtime(settings, runs_root=runs) as rt:
+        await rt.deps.producer.ingest(
+            RunsIngestPayload(
+                workflow_run_id=5, repository=RepositoryRef(owner="acme", repo="shop")
+            )
+        )
+        queue = rt.deps.producer.queues[QueueName.TESTS_RECOMPUTE]
+        async with running_workers(rt, [QueueName.RUNS_INGEST, QueueName.TESTS_RECOMPUTE]):
+            ingest_queue = rt.deps.producer.queues[QueueName.RUNS_INGEST]
+
+            async def ingested() -> bool:
+                return int((await ingest_queue.getJobCounts("completed"))["completed"]) == 1
+
+            await wait_for(ingested)
+            pattern = await rt.deps.producer.recompute(
+                RecomputePayload(
+                    repository=RepositoryRef(owner="acme", repo="shop"),
+                    recompute_scope=RecomputeScope(
+                        type=RecomputeScopeType.TEST_PATTERN, patterns=("test_log*",)
+                    ),
+                    options=RecomputeOptions(batch_size=1),
+                )
+            )
+            everything = await rt.deps.producer.recompute(
+                RecomputePayload(repository=RepositoryRef(owner="acme", repo="shop"))
+            )
+
+            async def both_done() -> bool:
+                return int((await queue.getJobCounts("completed"))["completed"]) == 2
+
+            await wait_for(both_done)
+        by_pattern = await Job.fromId(queue, pattern.job_id)
+        full = await Job.fromId(queue, everything.job_id)
+        assert by_pattern is not None
+        assert full is not None
+        assert by_pattern.returnvalue["tests"] == 2
+        assert by_pattern.progress == {"done": 2, "total": 2}
+        assert full.returnvalue["tests"] == 3
