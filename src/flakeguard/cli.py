@@ -218,6 +218,15 @@ def _register_ops_commands() -> None:
 _register_ops_commands()
 
 
+def _register_load_test_command() -> None:
+    from flakeguard.loadtest.command import load_test
+
+    app.command("load-test")(load_test)
+
+
+_register_load_test_command()
+
+
 def main() -> None:
     try:
         app()
