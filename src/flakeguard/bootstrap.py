@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import redis.asyncio as aioredis
 import structlog
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.engine import create_engine, database_url, migrate
@@ -41,11 +40,8 @@ from flakeguard.adapters.queue.runner import (
     WorkerOptions,
 )
 from flakeguard.deps import CheckPublisher, Deps, RunSource
-from flakeguard.http.app import create_app, create_metrics_app
-from flakeguard.http.state import AppState
 from flakeguard.observability import Metrics
 from flakeguard.processors import polling, runs_analyze, runs_ingest, tests_recompute
-from flakeguard.processors.discovery import install_polling_schedule
 from flakeguard.settings import Settings
 
 log = structlog.get_logger("flakeguard.worker")
@@ -54,6 +50,24 @@ QUEUE_SAMPLE_INTERVAL_S = 5.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class AppState:
+    """What the HTTP layer needs from the running process, in one object."""
+
+    deps: Deps
+    redis: aioredis.Redis | Any
+    """A client for our own commands (health, webhook dedup); a RedisCluster on Cluster."""
+    redis_nodes: int = 1
+    started_monotonic: float = field(default_factory=time.monotonic)
+    shutting_down: bool = False
+    workers_running: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def uptime_ms(self) -> int:
+        return int((time.monotonic() - self.started_monotonic) * 1000)
 
 
 @dataclass(slots=True)
@@ -189,44 +203,6 @@ def build_runners(runtime: Runtime) -> list[QueueRunner[Any]]:
     return [QueueRunner(runtime.redis_target, h, options, runtime.deps.metrics) for h in handlers]
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the worker owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
-def http_servers(runtime: Runtime) -> list[_Server]:
-    s = runtime.deps.settings
-    servers = [
-        _Server(
-            uvicorn.Config(
-                create_app(runtime.state),
-                host=s.http_host,
-                port=s.health_check_port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-            )
-        )
-    ]
-    if s.metrics_enabled and s.metrics_port not in (0, s.health_check_port):
-        servers.append(
-            _Server(
-                uvicorn.Config(
-                    create_metrics_app(runtime.state),
-                    host=s.http_host,
-                    port=s.metrics_port,
-                    log_config=None,
-                    access_log=False,
-                    lifespan="off",
-                )
-            )
-        )
-    return servers
-
-
 QUEUE_STATES = ("waiting", "prioritized", "active", "completed", "failed", "delayed")
 
 
@@ -265,43 +241,3 @@ async def sample_queues(runtime: Runtime, stop: asyncio.Event) -> None:
         await sample_queues_once(runtime, previous)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=QUEUE_SAMPLE_INTERVAL_S)
-
-
-async def run_worker(settings: Settings) -> None:
-    """The `flakeguard worker` process: returns after a graceful shutdown."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as runtime:
-        runners = build_runners(runtime)
-        for runner in runners:
-            await runner.start()
-        runtime.state.workers_running = True
-        servers = http_servers(runtime)
-        server_tasks = [asyncio.create_task(server.serve()) for server in servers]
-        sampler = asyncio.create_task(sample_queues(runtime, stop))
-        if settings.polling_enabled and runtime.deps.github is not None:
-            await install_polling_schedule(runtime.deps)
-        log.info(
-            "worker.started",
-            queues=[r.name for r in runners],
-            concurrency=settings.worker_concurrency,
-            port=settings.health_check_port,
-            environment=settings.environment,
-        )
-        await stop.wait()
-        log.info("worker.stopping", timeout_s=settings.shutdown_timeout_s)
-        runtime.state.shutting_down = True
-        runtime.deps.metrics.health.set(0)
-        results = await asyncio.gather(
-            *(r.close(settings.shutdown_timeout_s) for r in runners), return_exceptions=True
-        )
-        unfinished = [r.name for r, ok in zip(runners, results, strict=True) if ok is not True]
-        for server in servers:
-            server.should_exit = True
-        await asyncio.gather(*server_tasks, return_exceptions=True)
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
-        log.info("worker.stopped", unfinished_queues=unfinished)

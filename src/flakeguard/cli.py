@@ -40,7 +40,7 @@ def worker(
         run_process(source, target=_worker_process, callback=lambda changes: None)
         return
     configure_logging(settings.log_level)
-    from flakeguard.bootstrap import run_worker
+    from flakeguard.worker import run_worker
 
     run(run_worker(settings))
 
@@ -48,7 +48,7 @@ def worker(
 def _worker_process() -> None:
     settings = load_settings()
     configure_logging(settings.log_level)
-    from flakeguard.bootstrap import run_worker
+    from flakeguard.worker import run_worker
 
     asyncio.run(run_worker(settings))
 
