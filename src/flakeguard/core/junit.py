@@ -66,10 +66,12 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import IO, Final
+from itertools import chain
+from operator import itemgetter
+from typing import IO, Final, cast
 
 from lxml import etree
 
@@ -183,6 +185,7 @@ _XMLRUNNER_SUFFIX_RE: Final = re.compile(r"-\d{14}$")
 _THOUSANDS_RE: Final = re.compile(r"[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")
 _DECIMAL_COMMA_RE: Final = re.compile(r"\d+,\d+")
 
+_HEX_MASK: Final = re.compile(r"0x[0-9a-fA-F]+")
 # Volatile parts of failure text, masked before hashing. Each regex runs only when a cheap
 # substring test says it can match (a regex scan costs ~10 µs per stack), and digits are
 # dropped with one `bytes.translate`.
@@ -201,7 +204,7 @@ _MASKS: Final[tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...]] = (
         re.compile(r"(?:/tmp/|/var/folders/|/private/var/|pytest-of-|[/\\]Temp[/\\])[^\s'\"<>)]*"),
         "<tmp>",
     ),
-    (("0x",), re.compile(r"0x[0-9a-fA-F]+"), "0x"),
+    (("0x",), _HEX_MASK, "0x"),
     (
         ("-",),
         re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"),
@@ -255,11 +258,16 @@ def normalise_file(path: str | None) -> str | None:
 
 
 def _masked_bytes(text: str) -> bytes:
-    for hints, pattern, replacement in _MASKS:
-        for hint in hints:
-            if hint in text:
-                text = pattern.sub(replacement, text)
-                break
+    # Every hint except "0x" holds "/", "\\" or "-", and no mask creates one of those: when
+    # none is present only the "0x" mask can apply (3 scans instead of 13, e.g. Java stacks).
+    if "/" in text or "\\" in text or "-" in text:
+        for hints, pattern, replacement in _MASKS:
+            for hint in hints:
+                if hint in text:
+                    text = pattern.sub(replacement, text)
+                    break
+    elif "0x" in text:
+        text = _HEX_MASK.sub("0x", text)
     return text.encode("utf-8", "surrogatepass").translate(None, _DIGITS)
 
 
@@ -439,13 +447,52 @@ def _syntax_problem(exc: etree.XMLSyntaxError) -> tuple[ProblemKind, str]:
 _CaseKey = tuple[str | None, str | None, str | None]
 """(classname, name, file) as written: the merge key inside one suite."""
 
+_Buffer = dict[_CaseKey, "Attempt | list[Attempt]"]
+"""A suite's attempts per test: one `Attempt` (the common case) or a list in document order."""
+
+_Pick = Callable[[Sequence[object]], _CaseKey]
+_NO_PICK: Final[_Pick] = cast(_Pick, itemgetter(-1, -1, -1))
+
+
+def _case_layout(keys: Sequence[object]) -> tuple[_Pick, int, bool]:
+    """How to read a testcase with attributes `keys` (in document order).
+
+    Returns a picker of the merge key (classname or else class, name, file) from the
+    element's ``values()`` with a None appended (a missing attribute picks that None), the
+    index of ``time`` in the same list, and whether the layout has no ``status`` attribute.
+    Testcases of one report nearly always share one layout, so this runs a few times per
+    file instead of five `get` calls per testcase.
+    """
+
+    def index(attribute: str) -> int:
+        return keys.index(attribute) if attribute in keys else -1
+
+    class_index = index("classname")
+    if class_index < 0:
+        class_index = index("class")
+    pick = cast(_Pick, itemgetter(class_index, index("name"), index("file")))
+    return pick, index("time"), "status" not in keys
+
+
+def _appended(previous: Attempt | list[Attempt], attempt: Attempt) -> list[Attempt]:
+    if isinstance(previous, list):
+        previous.append(attempt)
+        return previous
+    return [previous, attempt]
+
+
+_CASE_FIELDS: Final = ("suite", "class_name", "name", "file", "attempts", "properties")
+if tuple(f.name for f in fields(CaseResult)) != _CASE_FIELDS:  # pragma: no cover
+    raise ImportError("core.models.CaseResult changed: update _CASE_FIELDS and ReportReader._drain")
+_CASE_SETTERS: Final = tuple(CaseResult.__dict__[name].__set__ for name in _CASE_FIELDS)
+_new_object: Final = object.__new__
+
 
 class _Frame:
     """An open suite: its identity context and its buffered attempts per test."""
 
     __slots__ = (
         "buffer",
-        "buffered_attempts",
         "case_properties",
         "elem",
         "env",
@@ -472,9 +519,8 @@ class _Frame:
         self.env = env
         self.env_ready = False
         self.hides_failed_attempts = hides_failed_attempts
-        self.buffer: dict[_CaseKey, list[Attempt]] = {}
+        self.buffer: _Buffer = {}
         self.case_properties: dict[_CaseKey, tuple[tuple[str, str], ...]] = {}
-        self.buffered_attempts = 0
 
 
 class ReportReader:
@@ -538,6 +584,11 @@ class ReportReader:
         if self._started:
             raise RuntimeError("a ReportReader can be iterated only once")
         self._started = True
+        # Cases travel in per-suite lists: stepping from one case to the next is then C code
+        # (`chain`), not a resumption of three nested generator frames.
+        return chain.from_iterable(self._suites())
+
+    def _suites(self) -> Iterator[list[CaseResult]]:
         root = self._probe_root()
         if root is None:
             return
@@ -623,7 +674,7 @@ class ReportReader:
         self._stream.replay(b"".join(seen))
         return tag, probe.root_attrs
 
-    def _parse_body(self) -> Iterator[CaseResult]:
+    def _parse_body(self) -> Iterator[list[CaseResult]]:
         # The recipe of notes/junit.md §5 (see _probe_root for the prolog).
         events = etree.iterparse(
             self._stream,
@@ -636,10 +687,16 @@ class ReportReader:
             recover=False,
         )
         max_buffered = self._limits.max_buffered_attempts
-        passed_attempt = self._passed_attempt
+        passed_cache = self._passed_cache
         stack: list[_Frame] = []
         frame: _Frame | None = None
-        buffer: dict[_CaseKey, list[Attempt]] = {}
+        buffer: _Buffer = {}
+        buffered = 0  # attempts in `buffer`; a frame that becomes current has an empty one
+        env_ready = False
+        layout_keys: list[str] | None = None
+        pick = _NO_PICK
+        time_index = -1
+        plain = False
         try:
             for event, elem in events:
                 if event == "end":
@@ -647,26 +704,33 @@ class ReportReader:
                         # Hot path: one iteration per testcase of the report.
                         if frame is None:
                             raise AssertionError("unreachable: the probe saw a suite root")
-                        get = elem.get
-                        class_name = get("classname")
-                        if class_name is None:
-                            class_name = get("class")
-                        key = (class_name, get("name"), get("file"))
-                        if not frame.env_ready:
+                        keys = elem.keys()
+                        if keys != layout_keys:
+                            layout_keys = keys
+                            pick, time_index, plain = _case_layout(keys)
+                        values = elem.values()
+                        values.append(None)  # a list at run time; None = a missing attribute
+                        key = pick(values)
+                        time_text = values[time_index]
+                        if not env_ready:
                             self._ensure_env(frame)
-                        if len(elem) or get("status") is not None:
-                            added = self._add_rich_case(elem, frame, key)
-                        else:
-                            attempts = buffer.get(key)
-                            if attempts is None:
-                                buffer[key] = [passed_attempt(get("time"))]
+                            env_ready = True
+                        if plain and not len(elem):
+                            attempt = passed_cache.get(time_text)
+                            if attempt is None:
+                                attempt = self._passed_attempt(time_text)
+                            previous = buffer.get(key)
+                            if previous is None:
+                                buffer[key] = attempt
                             else:
-                                attempts.append(passed_attempt(get("time")))
-                            added = 1
-                        frame.buffered_attempts += added
-                        if frame.buffered_attempts >= max_buffered:
-                            yield from self._drain(frame)
+                                buffer[key] = _appended(previous, attempt)
+                            buffered += 1
+                        else:
+                            buffered += self._add_rich_case(elem, frame, key)
+                        if buffered >= max_buffered:
+                            yield self._drain(frame)
                             buffer = frame.buffer
+                            buffered = 0
                         elem.clear(keep_tail=False)
                         parent = elem.getparent()
                         if parent is not None:
@@ -674,11 +738,14 @@ class ReportReader:
                                 del parent[0]
                         continue
                     closed = stack.pop()
-                    yield from self._drain(closed)
+                    if closed.buffer:
+                        yield self._drain(closed)
                     if closed.path == _MOCHA_ROOT_SUITE and self._default_file is None:
                         self._default_file = closed.file
                     frame = stack[-1] if stack else None
                     buffer = frame.buffer if frame is not None else {}
+                    buffered = 0
+                    env_ready = frame.env_ready if frame is not None else False
                     elem.clear(keep_tail=False)
                     parent = elem.getparent()
                     if parent is not None:
@@ -691,10 +758,12 @@ class ReportReader:
                         # before the nested suite's end deletes them.
                         self._ensure_env(frame)
                         if frame.buffer:
-                            yield from self._drain(frame)
+                            yield self._drain(frame)
                     frame = self._open_frame(elem, frame)
                     stack.append(frame)
                     buffer = frame.buffer
+                    buffered = 0
+                    env_ready = False
         except _StreamReadFailedError:
             self._fail(ProblemKind.READ_FAILED, self._read_failure_detail())
         except etree.XMLSyntaxError as exc:
@@ -707,7 +776,7 @@ class ReportReader:
                     source=self._source, reason=self._problem.reason, partial=True
                 )
             for open_frame in pending:
-                yield from self._drain(open_frame)
+                yield self._drain(open_frame)
 
     # -- suites ----------------------------------------------------------------------------
 
@@ -760,43 +829,52 @@ class ReportReader:
             found[PLAYWRIGHT_PROJECT_PROPERTY] = frame.project
         frame.env = tuple(sorted(found.items()))
 
-    def _drain(self, frame: _Frame) -> Iterator[CaseResult]:
+    def _drain(self, frame: _Frame) -> list[CaseResult]:
+        """The suite's buffered cases as `CaseResult`s (counted); empties the buffer."""
         buffer = frame.buffer
-        if not buffer:
-            return
         case_properties = frame.case_properties
         frame.buffer = {}
         frame.case_properties = {}
-        frame.buffered_attempts = 0
         counts = self._counts
         hides = frame.hides_failed_attempts
         suite = frame.path
         env = frame.env
         default_file = frame.file if frame.file is not None else self._default_file
         normalise_file = self._normalise_file
+        new_case = _new_object
+        set_suite, set_class_name, set_name, set_file, set_attempts, set_properties = _CASE_SETTERS
+        cases: list[CaseResult] = []
+        append = cases.append
+        attempts_seen = 0
         # Counted per suite, not per case: the loop below is the second-hottest of the parser.
-        self._yielded += len(buffer)
-        for key, attempts in buffer.items():
+        for key, value in buffer.items():
             class_name, name, raw_file = key
-            if len(attempts) == 1:
-                counts[attempts[0].outcome] += 1
-                self._attempts += 1
+            if isinstance(value, Attempt):
+                counts[value.outcome] += 1
+                attempts: tuple[Attempt, ...] = (value,)
+                attempts_seen += 1
             else:
                 if hides:
-                    attempts = [_as_hidden_failure(a) for a in attempts[:-1]] + attempts[-1:]
-                final = attempts[-1].outcome
+                    value = [_as_hidden_failure(a) for a in value[:-1]] + value[-1:]
+                final = value[-1].outcome
                 counts[final] += 1
-                self._attempts += len(attempts)
-                if final is Outcome.PASSED and any(a.outcome in FAILING for a in attempts):
+                attempts_seen += len(value)
+                if final is Outcome.PASSED and any(a.outcome in FAILING for a in value):
                     self._flaky += 1
-            yield CaseResult(
-                suite,
-                class_name.strip() if class_name else "",
-                name.strip() if name else "",
-                normalise_file(raw_file) if raw_file else default_file,
-                tuple(attempts),
-                case_properties.get(key, env) if case_properties else env,
-            )
+                attempts = tuple(value)
+            # `CaseResult(...)` with its frozen-dataclass __init__, minus the per-field
+            # `object.__setattr__` dispatch (~0.2 µs per case); `_CASE_FIELDS` pins the fields.
+            case = new_case(CaseResult)
+            set_suite(case, suite)
+            set_class_name(case, class_name.strip() if class_name else "")
+            set_name(case, name.strip() if name else "")
+            set_file(case, normalise_file(raw_file) if raw_file else default_file)
+            set_attempts(case, attempts)
+            set_properties(case, case_properties.get(key, env) if case_properties else env)
+            append(case)
+        self._yielded += len(cases)
+        self._attempts += attempts_seen
+        return cases
 
     # -- cases -----------------------------------------------------------------------------
 
@@ -826,16 +904,20 @@ class ReportReader:
     def _add_rich_case(self, elem: etree._Element, frame: _Frame, key: _CaseKey) -> int:
         """Buffer a testcase with children or a status; return how many attempts it adds."""
         before, main, after, has_properties = self._attempts_of(elem)
-        attempts = frame.buffer.get(key)
-        if attempts is None:
-            attempts = frame.buffer[key] = []
+        buffer = frame.buffer
+        previous = buffer.get(key)
+        if previous is None:
             if has_properties:
                 props = self._case_properties(elem, frame.env)
                 if props is not frame.env:
                     frame.case_properties[key] = props
-        attempts.extend(before)
-        attempts.append(main)
-        attempts.extend(after)
+            buffer[key] = [*before, main, *after] if before or after else main
+        else:
+            attempts = previous if isinstance(previous, list) else [previous]
+            attempts.extend(before)
+            attempts.append(main)
+            attempts.extend(after)
+            buffer[key] = attempts
         return 1 + len(before) + len(after)
 
     def _attempts_of(
