@@ -9,6 +9,7 @@ unreachable, 2 bad arguments or configuration.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +30,7 @@ from flakeguard.adapters.queue.admin import (
     QueueAdmin,
     QueueStats,
 )
-from flakeguard.adapters.queue.connection import EmbeddedRedis
+from flakeguard.adapters.queue.connection import EmbeddedRedis, RedisTarget
 from flakeguard.adapters.queue.names import ALL_QUEUES, QueueName, UnknownQueueError
 from flakeguard.adapters.queue.names import parse_queue_name as _parse_queue_name
 from flakeguard.adapters.queue.payloads import (
@@ -51,6 +52,7 @@ from flakeguard.settings import Settings
 T = TypeVar("T")
 P = TypeVar("P", bound=Payload)
 REASON_PREVIEW_CHARS = 120
+REDIS_PING_TIMEOUT_S = 5.0
 
 queues_app = typer.Typer(
     help="Inspect and operate the queues and their dead-letter queue (failed jobs).",
@@ -74,6 +76,19 @@ def job_policy_for(settings: Settings) -> JobPolicy:
     )
 
 
+async def ping_redis(target: RedisTarget) -> None:
+    """Fail fast when Redis is down: BullMQ's own client retries for about six minutes."""
+    client: Any = target.cluster_client() if target.is_cluster else target.client()
+    try:
+        await asyncio.wait_for(client.ping(), timeout=REDIS_PING_TIMEOUT_S)
+    except TimeoutError:
+        raise redis.exceptions.TimeoutError(
+            f"no answer within {REDIS_PING_TIMEOUT_S:.0f} s from {target.description}"
+        ) from None
+    finally:
+        await client.aclose()
+
+
 @asynccontextmanager
 async def open_producer(settings: Settings) -> AsyncIterator[JobProducer]:
     """A `JobProducer` on the configured Redis, closed (with any embedded Redis) on exit."""
@@ -81,7 +96,9 @@ async def open_producer(settings: Settings) -> AsyncIterator[JobProducer]:
 
     embedded = EmbeddedRedis(settings.data_dir / "redis") if settings.embedded_redis else None
     try:
-        producer = JobProducer(redis_target(settings, embedded), job_policy_for(settings))
+        target = redis_target(settings, embedded)
+        await ping_redis(target)
+        producer = JobProducer(target, job_policy_for(settings))
         try:
             yield producer
         finally:
