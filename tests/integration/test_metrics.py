@@ -11,6 +11,7 @@ and the dashboards and alert rules only use series the registry exposes.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -152,6 +153,101 @@ def test_alert_rules_use_only_registry_series() -> None:
     assert used
     unknown = used - registry_series() - PROMETHEUS_SERIES
     assert not unknown, f"alerts.yml queries series the worker never exposes: {unknown}"
+
+
+QUEUE_GAUGES = re.compile(r"\bflakeguard_worker_(?:queue_size|dlq_size)\b")
+_AGGREGATORS = frozenset(
+    {"sum", "min", "max", "avg", "count", "group", "stddev", "stdvar", "topk", "bottomk"}
+)
+_PER_REPLICA_SAFE = frozenset({"min", "max", "avg", "group", "topk", "bottomk"})
+_WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+def _matching_open(expr: str, close: int) -> int:
+    depth = 0
+    for i in range(close, -1, -1):
+        if expr[i] == ")":
+            depth += 1
+        elif expr[i] == "(":
+            depth -= 1
+            if depth == 0:
+                return i
+    raise ValueError(f"unbalanced parentheses in {expr!r}")
+
+
+def enclosing_calls(expr: str, position: int) -> list[str]:
+    """Functions and aggregations around `position`, innermost first ("" for bare brackets).
+
+    `sum by (queue) (max by (queue, state) (m))` gives `["max", "sum"]` at `m`.
+    """
+    calls: list[str] = []
+    depth = 0
+    i = position - 1
+    while i >= 0:
+        char = expr[i]
+        if char == ")":
+            depth += 1
+        elif char == "(" and depth > 0:
+            depth -= 1
+        elif char == "(":
+            head = expr[:i].rstrip()
+            if head.endswith(")"):  # `agg by (labels) (` : skip the grouping clause
+                head = head[: _matching_open(head, len(head) - 1)].rstrip()
+                head = re.sub(r"\b(?:by|without)$", "", head).rstrip()
+            match = _WORD_BEFORE.search(head)
+            calls.append(match.group(1) if match else "")
+            i = match.start() if match else i
+        i -= 1
+    return calls
+
+
+def queue_gauges_summed_per_replica(expr: str) -> list[str]:
+    """Uses of queue_size/dlq_size whose first aggregation adds replicas up (sum, count)."""
+    bad = []
+    for match in QUEUE_GAUGES.finditer(expr):
+        aggregations = [c for c in enclosing_calls(expr, match.start()) if c in _AGGREGATORS]
+        if aggregations and aggregations[0] not in _PER_REPLICA_SAFE:
+            bad.append(f"{aggregations[0]}(... {match.group(0)} ...)")
+    return bad
+
+
+def all_deploy_queries() -> list[tuple[str, str]]:
+    queries = [
+        (path.name, expr)
+        for path in sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+        for expr in dashboard_queries(path)
+    ]
+    queries += [("alerts.yml", expr) for expr in alert_exprs()]
+    adapter = yaml.safe_load(
+        (DEPLOY / "k8s" / "prometheus-adapter" / "values.yaml").read_text(encoding="utf-8")
+    )
+    for rule in adapter["rules"]["external"]:
+        queries.append(("prometheus-adapter", str(rule["metricsQuery"])))
+    return queries
+
+
+def test_queue_gauge_checker_flags_a_plain_sum_over_replicas() -> None:
+    assert queue_gauges_summed_per_replica("sum(flakeguard_worker_queue_size)")
+    assert queue_gauges_summed_per_replica("sum by (queue) (rate(flakeguard_worker_dlq_size[5m]))")
+    assert not queue_gauges_summed_per_replica(
+        'sum by (queue) (max by (queue, state) (flakeguard_worker_queue_size{state="waiting"}))'
+    )
+    assert not queue_gauges_summed_per_replica(
+        "max by (queue) (delta(flakeguard_worker_dlq_size[30m])) > 10"
+    )
+    assert not queue_gauges_summed_per_replica("flakeguard_worker_queue_size")
+
+
+def test_deploy_queries_never_sum_queue_gauges_across_replicas() -> None:
+    """Every replica reports the same queue gauges: take max/avg over instances, then sum."""
+    queries = all_deploy_queries()
+    assert any(QUEUE_GAUGES.search(expr) for _, expr in queries)
+    bad = {
+        (where, expr): found
+        for where, expr in queries
+        if (found := queue_gauges_summed_per_replica(expr))
+    }
+    assert not bad, bad
 
 
 # ---- /metrics after real jobs ----------------------------------------------------------------
