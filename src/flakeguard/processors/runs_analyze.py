@@ -7,6 +7,7 @@ from typing import Any
 
 import structlog
 
+from flakeguard.adapters.db.checks import outcomes_at_sha
 from flakeguard.adapters.db.history import find_repository, run_case_ids, select_cases
 from flakeguard.adapters.db.runs import find_run
 from flakeguard.adapters.queue.names import QueueName
@@ -31,7 +32,13 @@ async def analyze_run(deps: Deps, payload: RunsAnalyzePayload) -> dict[str, Any]
             f"run {ref.full_name}#{payload.workflow_run_id} attempt {payload.run_attempt} "
             "is not stored; ingest it first"
         )
-    cases = await select_cases(deps.engine, repo.id, ids=await run_case_ids(deps.engine, run.id))
+    case_ids = await run_case_ids(deps.engine, run.id)
+    if payload.requested_action is not None:
+        # A button acts on the whole commit (every run at the SHA), so score all its tests,
+        # not only those of the run the button's job names.
+        at_sha = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
+        case_ids = sorted({*case_ids, *(o.test_case_id for o in at_sha)})
+    cases = await select_cases(deps.engine, repo.id, ids=case_ids)
     config = payload.analysis_config
     policy = scoring_policy(config.lookback_days, config.min_runs_threshold)
     context = scoring_context(deps)
