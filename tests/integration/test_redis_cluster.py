@@ -9,6 +9,7 @@ stopped and their directories removed even when the test fails.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import socket
@@ -43,6 +44,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 MASTERS = 3
 START_TIMEOUT_S = 15.0
+IDLE_S = 11.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +251,7 @@ async def test_worker_processes_all_four_queues_on_a_three_master_cluster(
             QueueName.POLLING, "poll-all", 3_600_000, PollingPayload(), priority=Priority.LOW
         )
 
-        async with running_workers(rt):
+        async with running_workers(rt) as runners:
 
             async def all_done() -> bool:
                 counts = {q: await _completed(rt, q) for q in ALL_QUEUES}
@@ -261,6 +263,18 @@ async def test_worker_processes_all_four_queues_on_a_three_master_cluster(
                 )
 
             await wait_for(all_done, timeout_s=30)
+            # Idle past BullMQ's longest blocking wait (10 s) on the cluster client: the
+            # workers must neither reconnect-loop nor miss the next job (notes/bullmq.md D1).
+            await asyncio.sleep(IDLE_S)
+            assert all(r.worker.running for r in runners)
+            started = time.monotonic()
+            await producer.recompute(RecomputePayload(repository=repository), dedup_id="after-idle")
+
+            async def second_recompute() -> bool:
+                return await _completed(rt, QueueName.TESTS_RECOMPUTE) >= 2
+
+            await wait_for(second_recompute, timeout_s=10)
+            assert time.monotonic() - started < 3.0
 
         ingested = await Job.fromId(producer.queues[QueueName.RUNS_INGEST], ingest.job_id)
         assert ingested is not None
