@@ -169,15 +169,13 @@ def _failed_table(page: FailedPage) -> Table:
     shown = f"{page.start + 1}-{page.start + len(page.jobs)}" if page.jobs else "none"
     table = Table(title=f"{page.queue.value}: failed jobs {shown} of {page.total}")
     table.add_column("id", no_wrap=True)
-    table.add_column("name")
-    table.add_column("category")
+    table.add_column("category", no_wrap=True)
     table.add_column("attempts", justify="right")
     table.add_column("failed at (UTC)", no_wrap=True)
     table.add_column("reason", overflow="fold")
     for job in page.jobs:
         table.add_row(
             job.job_id,
-            job.name,
             job.error_category or "-",
             f"{job.attempts_made}/{job.max_attempts}",
             _when(job.finished_at_ms),

@@ -80,12 +80,15 @@ async def count(rt: Runtime, state: str, queue: QueueName = INGEST) -> int:
 
 
 async def fail_jobs(rt: Runtime, run_ids: range) -> list[str]:
-    """Enqueue one ingest job per run id and let a worker fail each at once; returns ids."""
+    """Enqueue one ingest job per run id and let a worker fail each at once (and any other
+    job waiting in the queue); returns the new ids."""
     ids = [(await rt.deps.producer.ingest(ingest_payload(run_id))).job_id for run_id in run_ids]
+    bull = rt.deps.producer.queues[INGEST]
     async with ingest_worker(rt, ScriptedHandler(failures=None)):
 
         async def all_failed() -> bool:
-            return await count(rt, "failed") == len(ids)
+            states = [await bull.getJobState(job_id) for job_id in ids]
+            return states == ["failed"] * len(ids)
 
         await wait_for(all_failed)
     return ids
