@@ -1,0 +1,290 @@
+"""Runs ingested per minute from the GitHub emulator, and the API calls spent per run.
+
+One worker process (the four queue runners in this process), real Redis (own key prefix,
+deleted afterwards) and PostgreSQL (own database, dropped afterwards), the emulator in a
+background thread. The scenario: one installation, `--repos` repositories, `--runs` completed
+runs with one artifact each (a ZIP of one generated JUnit file with `--tests` test cases,
+~2 % failing, fixed seed), each run at its own head SHA (the worst case: one check-run create
+per run). The clock starts when the discovery `polling` job is enqueued (discovery → one
+poller per repository → `runs-ingest` → `runs-analyze` → check run) and stops when every
+analysis is done, so polling is amortised into the figures.
+
+API calls are counted from the emulator's request log (API origin only; blob downloads are
+listed apart). Job latency = finish time - enqueue time of each `runs-ingest` job.
+
+    python bench/github_ingest.py [--runs 600] [--tests 500] [--concurrency 16]
+                                   [--write-spacing-ms 0]
+
+Target (issue 4): >= 3,000 runs/min and <= 4 API calls per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import psycopg
+import redis
+from sqlalchemy import func, select
+
+from flakeguard.adapters.db.engine import migrate
+from flakeguard.adapters.db.tables import ExecutionRow, WorkflowRunRow, table_of
+from flakeguard.adapters.queue.names import QueueName
+from flakeguard.adapters.queue.payloads import PollingPayload
+from flakeguard.bootstrap import build_runners, open_runtime
+from flakeguard.emulator import (
+    InstallationSpec,
+    RepoSpec,
+    Scenario,
+    run_emulator,
+    zip_members,
+)
+from flakeguard.observability import configure_logging
+from flakeguard.settings import load_settings
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_ADMIN_DSN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+SEED = 20261128
+INSTALLATION_ID = 4001
+TARGET_RUNS_PER_MIN = 3000
+TARGET_CALLS_PER_RUN = 4.0
+
+
+def junit_xml(tests: int, seed: int) -> bytes:
+    """A pytest-like report with `tests` cases, ~2 % failing (deterministic for `seed`)."""
+    rng = random.Random(seed)
+    parts = [
+        f'<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="{tests}">'
+    ]
+    for i in range(tests):
+        name = f'classname="tests.test_mod{i // 25}" name="test_case_{i}" time="{rng.random():.3f}"'
+        if rng.random() < 0.02:
+            parts.append(
+                f'<testcase {name}><failure message="AssertionError: {i} != {i + 1}">'
+                f"assert {i} == {i + 1}</failure></testcase>"
+            )
+        else:
+            parts.append(f"<testcase {name}/>")
+    parts.append("</testsuite></testsuites>")
+    return "".join(parts).encode()
+
+
+@contextlib.contextmanager
+def own_database() -> Iterator[str]:
+    name = f"fgbench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def drop_prefix(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
+_ID = re.compile(r"/\d+")
+
+
+def endpoint_of(method: str, path: str) -> str:
+    """`GET /repos/{o}/{r}/actions/runs/{id}/artifacts` style, numbers folded."""
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "repos":
+        parts[2], parts[3] = "{o}", "{r}"
+    return f"{method} {_ID.sub('/{id}', '/'.join(parts))}"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    repos = tuple(
+        RepoSpec(id=9100 + i, owner="bench", name=f"repo{i}", installation_id=INSTALLATION_ID)
+        for i in range(args.repos)
+    )
+    scenario = Scenario(
+        installations=(InstallationSpec(INSTALLATION_ID, "bench"),),
+        repos=repos,
+        artifact_templates={"junit": zip_members({"junit.xml": junit_xml(args.tests, SEED)})},
+    )
+    prefix = f"fgbench-{uuid.uuid4().hex[:8]}"
+    started_at = datetime.now(UTC) - timedelta(hours=1)
+    with own_database() as pg_url, TemporaryDirectory() as data_dir:
+        async with run_emulator(scenario) as emu:
+            for i in range(args.runs):
+                emu.add_run(
+                    repos[i % len(repos)],
+                    500_000 + i,
+                    head_sha=f"{i:040x}",
+                    created_at=started_at + timedelta(seconds=i),
+                    conclusion="failure",
+                    artifacts=[("junit", "junit")],
+                )
+            settings = load_settings(
+                {
+                    "REDIS_URL": REDIS_URL,
+                    "DATABASE_URL": pg_url,
+                    "QUEUE_PREFIX": prefix,
+                    "FLAKEGUARD_DATA_DIR": str(Path(data_dir)),
+                    "LOG_LEVEL": "error",
+                    "POLLING_ENABLED": "false",
+                    "GITHUB_APP_ID": emu.app_id,
+                    "GITHUB_PRIVATE_KEY": emu.private_key_pem,
+                    "GITHUB_API_URL": emu.api_url,
+                    "GITHUB_WRITE_SPACING_MS": str(args.write_spacing_ms),
+                    "WORKER_CONCURRENCY": str(args.concurrency),
+                    "HIGH_PRIORITY_CONCURRENCY": str(args.analyze_concurrency),
+                    "REMOVE_ON_COMPLETE": str(args.runs * 4),
+                }
+            )
+            with open(os.devnull, "w", encoding="utf-8") as devnull:
+                configure_logging(settings.log_level, stream=devnull)
+            try:
+                async with open_runtime(settings) as runtime:
+                    await migrate(runtime.deps.engine)
+                    runners = build_runners(runtime)
+                    for runner in runners:
+                        await runner.start()
+                    try:
+                        emu.clear_requests()
+                        t0 = time.perf_counter()
+                        await runtime.deps.producer.poll(PollingPayload())
+                        analyze = runtime.deps.producer.queues[QueueName.RUNS_ANALYZE]
+                        ingest = runtime.deps.producer.queues[QueueName.RUNS_INGEST]
+                        ingest_done_s: float | None = None
+                        deadline = t0 + args.timeout_s
+                        while time.perf_counter() < deadline:
+                            counts = await ingest.getJobCounts("completed", "failed")
+                            if (
+                                ingest_done_s is None
+                                and int(counts["completed"]) + int(counts["failed"]) >= args.runs
+                            ):
+                                ingest_done_s = time.perf_counter() - t0
+                            done = await analyze.getJobCounts("completed", "failed")
+                            if int(done["completed"]) + int(done["failed"]) >= args.runs:
+                                break
+                            await asyncio.sleep(0.05)
+                        total_s = time.perf_counter() - t0
+                    finally:
+                        for runner in runners:
+                            await runner.close(10)
+                    jobs = await ingest.getJobs(["completed"], 0, -1)
+                    latencies_s = [
+                        (int(j.finishedOn) - int(j.timestamp)) / 1000
+                        for j in jobs
+                        if j.finishedOn is not None
+                    ]
+                    failed = {
+                        q.value: int(
+                            (await runtime.deps.producer.queues[q].getJobCounts("failed"))["failed"]
+                        )
+                        for q in (QueueName.RUNS_INGEST, QueueName.RUNS_ANALYZE, QueueName.POLLING)
+                    }
+                    async with runtime.deps.engine.connect() as conn:
+                        stored_runs = int(
+                            await conn.scalar(
+                                select(func.count()).select_from(table_of(WorkflowRunRow))
+                            )
+                            or 0
+                        )
+                        executions = int(
+                            await conn.scalar(
+                                select(func.count()).select_from(table_of(ExecutionRow))
+                            )
+                            or 0
+                        )
+            finally:
+                drop_prefix(prefix)
+            api = Counter(endpoint_of(r.method, r.path) for r in emu.api_requests())
+            blobs = len(emu.blob_requests())
+            check_runs = len(emu.check_runs)
+    return {
+        "total_s": total_s,
+        "ingest_s": ingest_done_s,
+        "latencies_s": latencies_s,
+        "api": api,
+        "blobs": blobs,
+        "check_runs": check_runs,
+        "failed": failed,
+        "stored_runs": stored_runs,
+        "executions": executions,
+    }
+
+
+def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    runs = args.runs
+    total_s = result["total_s"]
+    api: Counter[str] = result["api"]
+    api_total = sum(api.values())
+    print(
+        f"github_ingest: {runs} runs x {args.tests} tests, {args.repos} repos, "
+        f"concurrency {args.concurrency}/{args.analyze_concurrency}, "
+        f"write spacing {args.write_spacing_ms} ms"
+    )
+    print(
+        f"stored runs {result['stored_runs']}, executions {result['executions']}, "
+        f"check runs {result['check_runs']}, failed jobs {result['failed']}"
+    )
+    print(f"{'figure':<44} {'value':>12} {'target':>10}")
+    rate = runs / total_s * 60
+    print(f"{'runs/min (poll -> ingest -> analyze -> check)':<44} {rate:>12,.0f} {'>= 3,000':>10}")
+    if result["ingest_s"]:
+        ingest_rate = runs / result["ingest_s"] * 60
+        print(f"{'runs/min (ingest only)':<44} {ingest_rate:>12,.0f}")
+    print(f"{'API calls/run (all)':<44} {api_total / runs:>12.2f} {'<= 4':>10}")
+    for endpoint, count in api.most_common():
+        print(f"  {endpoint:<42} {count / runs:>12.3f}   ({count})")
+    print(f"{'blob downloads/run (not API)':<44} {result['blobs'] / runs:>12.2f}")
+    lat = result["latencies_s"]
+    print(f"{'ingest job latency p50 (s)':<44} {percentile(lat, 0.5):>12.2f}")
+    print(f"{'ingest job latency p95 (s)':<44} {percentile(lat, 0.95):>12.2f}")
+    if lat:
+        print(f"{'ingest job latency mean (s)':<44} {statistics.fmean(lat):>12.2f}")
+    ok_rate = rate >= TARGET_RUNS_PER_MIN
+    ok_calls = api_total / runs <= TARGET_CALLS_PER_RUN
+    print(
+        f"targets: runs/min {'met' if ok_rate else 'MISSED'}, calls/run {'met' if ok_calls else 'MISSED'}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=600)
+    parser.add_argument("--tests", type=int, default=500)
+    parser.add_argument("--repos", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--analyze-concurrency", type=int, default=8)
+    parser.add_argument("--write-spacing-ms", type=int, default=0)
+    parser.add_argument("--timeout-s", type=float, default=600.0)
+    args = parser.parse_args()
+    report(args, asyncio.run(measure(args)))
+
+
+if __name__ == "__main__":
+    main()
