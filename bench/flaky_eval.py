@@ -50,7 +50,7 @@ from flakeguard.core.quarantine import (
     QuarantineState,
     decide,
 )
-from flakeguard.core.scoring import ScoringPolicy, score_test
+from flakeguard.core.scoring import ScoringPolicy, infra_clusters, score_test
 from flaky_sim import (  # the simulator lives beside this script
     BROKEN_KINDS,
     DEFAULT_BRANCH,
@@ -228,12 +228,15 @@ def evaluate_in_process(
     ever: set[int] = set()
     first_seen: dict[int, int] = {}
     window = timedelta(days=scoring.lookback_days)
+    # Incident clusters are per upload, so one pass over the whole history finds them all.
+    whole = replace(scoring, lookback_days=10_000)
+    infra = infra_clusters(records, now=world.end, policy=whole)
     for commit_index, now in checkpoints:
         for i, key in enumerate(keys):
             hist = records[key]
             end = bisect_right(times[key], now)
             lo = bisect_right(times[key], now - window)
-            rollup = score_test(key, hist[lo:end], now=now, policy=scoring)[-1]
+            rollup = score_test(key, hist[lo:end], now=now, policy=scoring, infra=infra)[-1]
             state = states.get(i)
             since = state.since if state is not None and state.is_active else now - window
             start = bisect_right(times[key], since - timedelta(microseconds=1))
@@ -390,6 +393,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tests", type=int, default=SimConfig().n_tests)
     parser.add_argument("--commits", type=int, default=SimConfig().n_main_commits)
     parser.add_argument("--checkpoint-every", type=int, default=10)
+    parser.add_argument(
+        "--stress",
+        action="store_true",
+        help="notes §2.3 stress variant: outages in 2 %% of legs hitting 5-100 %% of tests",
+    )
+    parser.add_argument("--no-reruns", action="store_true", help="no re-run attempts at all")
     parser.add_argument("--via-cli", action="store_true")
     parser.add_argument(
         "--set",
@@ -404,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.tune_seed in args.seeds:
         parser.error("the tuning seed must not be a reported seed")
     config = SimConfig(n_tests=args.tests, n_main_commits=args.commits)
+    if args.stress:
+        config = replace(config, outage_prob=0.02, outage_low=0.05)
+    if args.no_reruns:
+        config = replace(config, rerun_pr=0.0, rerun_main=0.0)
     scoring, quarantine = _policies(args.set)
     started = time.perf_counter()
     theta = tune_naive_threshold(args.tune_seed, config, scoring.lookback_days)
@@ -420,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for result in results:
         print(f"seed {result.seed}: F1 {result.f1:.3f} ({result.elapsed_s:.1f} s)", file=sys.stderr)
     mode = "via CLI" if args.via_cli else "in-process"
+    mode += ", stress outages" if args.stress else ""
+    mode += ", no re-runs" if args.no_reruns else ""
     print(
         f"FlakeGuard vs spec formula, {mode}; {args.tests} tests x {args.commits} protected "
         f"commits, 3 OS legs; naive θ tuned on seed {args.tune_seed}; "

@@ -5,7 +5,8 @@ request i: 1-3 commits based on main commit i - 1. Every push runs one workflow 
 legs (jobs); each leg writes one JUnit file per test suite dialect. A red leg is re-run ("re-run
 failed jobs": same run_id and sha, attempt + 1, red legs only) with probability 0.35 on PRs and
 0.6 on main, at most 3 attempts. With probability `outage_prob` per leg attempt an
-infrastructure outage fails a U(outage_low, 1) fraction of that leg's tests.
+infrastructure outage fails a U(outage_low, 1) fraction of that leg's tests, each with one of
+three failure signatures (timeout, refused connection, DNS) of that outage.
 
 Test kinds (`Kind`): stable; flaky(p) in every env, p half log-uniform 0.3-5 % (IDoFT-like),
 half U(5 %, 40 %) (CI-like); env_flaky (one OS); flaky_fixed (stable after commit f); new_flaky
@@ -412,15 +413,20 @@ def _run(
         reports: list[SimReport] = []
         red: list[str] = []
         for env in legs:
-            outage_sig: str | None = None
-            hit: set[int] = set()
+            outage = False
+            hit: dict[int, str] = {}
             if rng.random() < cfg.outage_prob:
+                # An outage fails a share of the leg's tests with one of a few causes, each
+                # with its own failure signature (timeout, refused connection, DNS).
+                outage = True
                 share = rng.uniform(cfg.outage_low, 1.0)
-                hit = {t.index for t in present if rng.random() < share}
-                outage_sig = f"infra-{run_id}-{attempt}-{env}"
+                causes = [
+                    f"infra-{cause}-{run_id}-{attempt}" for cause in ("timeout", "conn", "dns")
+                ]
+                hit = {t.index: rng.choice(causes) for t in present if rng.random() < share}
             by_dialect: dict[Dialect, list[SimCase]] = {}
             for test in present:
-                sig = outage_sig if test.index in hit else None
+                sig = hit.get(test.index)
                 if sig is None and test.kind in STABLE_KINDS:
                     case = _PASSED_CASES.get(test.index) or _passed_case(test.index)
                 else:
@@ -432,9 +438,7 @@ def _run(
                 if not cases:
                     continue
                 leg_red = leg_red or any(c.outcomes[-1] in FAILING for c in cases)
-                reports.append(
-                    SimReport(run_id, attempt, env, dialect, tuple(cases), outage_sig is not None)
-                )
+                reports.append(SimReport(run_id, attempt, env, dialect, tuple(cases), outage))
             if leg_red:
                 red.append(env)
         yield SimRunAttempt(

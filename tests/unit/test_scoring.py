@@ -441,3 +441,31 @@ def test_property_infra_outage_upload_creates_no_flaky_evidence(
         if s.scope not in {o.scope for o in before}:
             assert s.verdict is Verdict.HEALTHY
             assert s.evidence["scc"] == 0
+
+
+def test_one_signature_failing_many_tests_in_one_upload_is_an_incident() -> None:
+    """A small outage (5 of 400 tests, 1 %) slips under the share filter; its shared
+    signature does not: score_many drops it before it mints pass-on-retry evidence."""
+    histories: dict[str, list[ExecutionRecord]] = {}
+    for i in range(6):
+        h = History(key=f"t{i}").add(passes(12))
+        h.commit({LINUX: "F|P"}, signature="ConnectionRefusedError", share=0.01)
+        h.add("P")
+        histories[h.key] = h.records
+    now = T0 + timedelta(days=1)
+    rollups = [s for s in score_many(histories, now=now, policy=POLICY) if s.scope == ALL_ENVS]
+    assert [s.evidence["scc"] for s in rollups] == [0.0] * 6
+    assert all(s.evidence["infra_excluded"] == 1 for s in rollups)
+    # below the cluster size the same failures are ordinary evidence
+    few = {k: histories[k] for k in list(histories)[:4]}
+    rollups = [s for s in score_many(few, now=now, policy=POLICY) if s.scope == ALL_ENVS]
+    assert [s.evidence["scc"] for s in rollups] == [1.0] * 4
+
+
+def test_docstring_examples_hold() -> None:
+    import doctest
+
+    from flakeguard.core import quarantine, reporting, scoring
+
+    for module in (scoring, quarantine, reporting):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -11,7 +11,8 @@ Pipeline (per test):
 2. **Infra filter.** A record whose upload had a failed share above `infra_failed_share`
    (default 20 %) is an outage, not evidence: it is dropped, and its failures are counted as
    `infra_excluded`. Example: an upload where 180 of 400 tests failed (45 %) mints no flaky
-   evidence for any of them.
+   evidence for any of them. Likewise a failure whose (upload, signature) failed at least
+   `infra_cluster_tests` tests (`infra_clusters`, computed across tests by `score_many`).
 3. **Cells and chains.** A *cell* is (commit sha, env); a commit *fails* in an env when no
    attempt there passed. Commits of one branch in one env form a *chain* ordered by first
    run time (the default branch is the protected chain).
@@ -90,6 +91,9 @@ DEFAULT_INFRA_FAILED_SHARE = 0.20
 """Uploads with a larger failed share are outages (notes §4.2; Trunk's 80 % lets 30-80 %
 outages mint flakes, notes §4.6.4). Shared by scoring and quarantine's clean-run count."""
 
+UploadSignature = tuple[int, int, str, str]
+"""(run_id, run_attempt, env_key, failure signature): one failure cause in one upload."""
+
 _SEVERITY: dict[Verdict, int] = {
     Verdict.HEALTHY: 0,
     Verdict.SUSPECTED: 1,
@@ -131,6 +135,10 @@ class ScoringPolicy:
 
     infra_failed_share: float = DEFAULT_INFRA_FAILED_SHARE
     """Uploads with a larger failed share are outages, not evidence (see the constant)."""
+    infra_cluster_tests: int = 5
+    """One failure signature failing this many tests in one upload is an incident, not that
+    many flaky tests (notes §4.2 "one failure signature on > K tests", §4.4 co-failure
+    clusters); catches outages too small for the share filter."""
 
     gate_scc_weight: float = 2.0
     """Gate points per same-commit contradiction, the gold-standard signal (notes §1.3)."""
@@ -212,11 +220,13 @@ def score_test(
     *,
     now: datetime,
     policy: ScoringPolicy,
+    infra: frozenset[UploadSignature] = frozenset(),
 ) -> list[FlakeScore]:
     """Score one test: one `FlakeScore` per env in the window, then the `"*"` roll-up.
 
-    Records of other tests are ignored. A test without runs in the window yields only a
-    healthy `"*"` score with `runs == 0`.
+    `infra` holds the incident clusters of `infra_clusters` (failures matching one are
+    excluded like outage uploads). Records of other tests are ignored. A test without runs in
+    the window yields only a healthy `"*"` score with `runs == 0`.
 
     >>> from datetime import UTC
     >>> from flakeguard.core.models import Outcome
@@ -240,7 +250,11 @@ def score_test(
             continue
         if record.at < window_start or record.at > now:
             continue
-        if record.upload_failed_share > infra_share:
+        tainted = record.upload_failed_share > infra_share
+        if not tainted and infra and record.signature is not None:
+            cause = (record.run_id, record.run_attempt, record.env_key, record.signature)
+            tainted = cause in infra
+        if tainted:
             if record.outcome in FAILING:
                 infra_by_env[record.env_key] = infra_by_env.get(record.env_key, 0) + 1
             continue
@@ -269,13 +283,43 @@ def score_many(
 ) -> list[FlakeScore]:
     """Score every test of `histories` (test_key -> its records), in sorted key order.
 
+    Incident clusters (`infra_clusters`) are found across all the histories first, so pass
+    every test of the runs concerned in one call when possible.
+
     >>> score_many({}, now=datetime(2026, 1, 1), policy=ScoringPolicy())
     []
     """
+    infra = infra_clusters(histories, now=now, policy=policy)
     scores: list[FlakeScore] = []
     for key in sorted(histories):
-        scores.extend(score_test(key, histories[key], now=now, policy=policy))
+        scores.extend(score_test(key, histories[key], now=now, policy=policy, infra=infra))
     return scores
+
+
+def infra_clusters(
+    histories: Mapping[str, Sequence[ExecutionRecord]],
+    *,
+    now: datetime,
+    policy: ScoringPolicy,
+) -> frozenset[UploadSignature]:
+    """(upload, signature) pairs that failed >= `infra_cluster_tests` distinct tests.
+
+    Example (K = 5): in run 7 attempt 1 on ubuntu, 12 tests fail with signature
+    "ConnectionRefusedError" -> {(7, 1, "ubuntu", "ConnectionRefusedError")}; their failures
+    are incident, not evidence, even though 12 of 400 tests (3 %) is under the share filter.
+    """
+    window_start = now - timedelta(days=policy.lookback_days)
+    tests_by_cause: dict[UploadSignature, set[str]] = {}
+    for key, records in histories.items():
+        for r in records:
+            if r.signature is None or r.outcome not in FAILING:
+                continue
+            if r.at < window_start or r.at > now:
+                continue
+            cause = (r.run_id, r.run_attempt, r.env_key, r.signature)
+            tests_by_cause.setdefault(cause, set()).add(key)
+    k = policy.infra_cluster_tests
+    return frozenset(cause for cause, keys in tests_by_cause.items() if len(keys) >= k)
 
 
 def evidence_by_env(score: FlakeScore) -> dict[str, float]:
