@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Outcome(StrEnum):
@@ -134,9 +135,12 @@ class RunRef:
     conclusion: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ExecutionRecord:
-    """One attempt of one test in one run, as the scorer sees history."""
+class ExecutionRecord(NamedTuple):
+    """One attempt of one test in one run, as the scorer sees history.
+
+    A NamedTuple, not a dataclass: histories hold millions of these and a tuple is built in
+    C (a frozen dataclass pays 13 `object.__setattr__` calls per record).
+    """
 
     test_key: str
     env_key: str

@@ -18,6 +18,7 @@ from flakeguard.adapters.db.history import (
     CaseInfo,
     RepositoryInfo,
     load_quarantine,
+    load_run_index,
     save_quarantine,
     save_scores,
     stream_histories,
@@ -101,47 +102,73 @@ async def analyze_cases(
     """Score `cases` in batches, store the scores and (optionally) quarantine decisions."""
     now = deps.clock()
     since = now - timedelta(days=policy.lookback_days)
-    q_policy = QuarantinePolicy()
     result = AnalysisResult()
     done = 0
-    for start in range(0, len(cases), batch_size):
-        batch = cases[start : start + batch_size]
-        case_ids = {c.test_key: c.id for c in batch}
-        histories: dict[str, list[ExecutionRecord]] = {}
-        async for key, records in stream_histories(
-            deps.engine, batch, since=since, default_branch=repo.default_branch
-        ):
-            histories[key] = records
-        scores = await asyncio.to_thread(score_many, histories, now=now, policy=policy)
-        await save_scores(deps.engine, case_ids, scores, now)
-        rollups = {s.test_key: s for s in scores if s.scope == ALL_ENVS}
-        deps.metrics.tests_analyzed.inc(len(rollups))
-        deps.metrics.observe_scores(s.score for s in rollups.values())
-        flaky = sum(1 for s in rollups.values() if s.verdict is Verdict.FLAKY)
-        deps.metrics.flaky_tests_detected.inc(flaky)
-        result.tests += len(rollups)
-        result.flaky += flaky
-        result.broken += sum(1 for s in rollups.values() if s.verdict is Verdict.BROKEN)
-        existing = await load_quarantine(deps.engine, case_ids)
-        if update_quarantine:
-            changed = await asyncio.to_thread(
-                _decide_all, rollups, histories, existing, now, q_policy
-            )
-            await save_quarantine(deps.engine, case_ids, changed)
-            for state in changed:
-                existing.setdefault(state.test_key, [])
-                existing[state.test_key] = [
-                    s for s in existing[state.test_key] if s.scope != state.scope
-                ] + [state]
-        active = {k: s for k, states in existing.items() if (s := _current_state(states))}
-        result.quarantined += sum(1 for s in active.values() if s.is_active)
-        if keep_results:
-            result.rollups.update(rollups)
-            result.quarantine.update({k: s for k, s in active.items() if s.is_active})
-        done += len(batch)
-        if progress is not None:
-            await progress(done, len(cases))
+    batches = [cases[start : start + batch_size] for start in range(0, len(cases), batch_size)]
+
+    run_index = await load_run_index(
+        deps.engine, repo.id, since=since, default_branch=repo.default_branch
+    )
+
+    async def fetch(batch: Sequence[CaseInfo]) -> dict[str, list[ExecutionRecord]]:
+        return {
+            key: records async for key, records in stream_histories(deps.engine, batch, run_index)
+        }
+
+    # Read the next batch from the database while the current one is scored in a thread.
+    fetches = [asyncio.create_task(fetch(batches[0]))] if batches else []
+    try:
+        for index, batch in enumerate(batches):
+            if index + 1 < len(batches):
+                fetches.append(asyncio.create_task(fetch(batches[index + 1])))
+            histories = await fetches.pop(0)  # popped: a scored batch is not kept alive
+            await _score_batch(deps, batch, histories, now, policy, update_quarantine, result)
+            if not keep_results:
+                result.rollups.clear()
+                result.quarantine.clear()
+            done += len(batch)
+            if progress is not None:
+                await progress(done, len(cases))
+    finally:
+        for task in fetches:
+            task.cancel()
     return result
+
+
+async def _score_batch(
+    deps: ScoringContext,
+    batch: Sequence[CaseInfo],
+    histories: dict[str, list[ExecutionRecord]],
+    now: datetime,
+    policy: ScoringPolicy,
+    update_quarantine: bool,
+    result: AnalysisResult,
+) -> None:
+    q_policy = QuarantinePolicy()
+    case_ids = {c.test_key: c.id for c in batch}
+    scores = await asyncio.to_thread(score_many, histories, now=now, policy=policy)
+    await save_scores(deps.engine, case_ids, scores, now)
+    rollups = {s.test_key: s for s in scores if s.scope == ALL_ENVS}
+    deps.metrics.tests_analyzed.inc(len(rollups))
+    deps.metrics.observe_scores(s.score for s in rollups.values())
+    flaky = sum(1 for s in rollups.values() if s.verdict is Verdict.FLAKY)
+    deps.metrics.flaky_tests_detected.inc(flaky)
+    result.tests += len(rollups)
+    result.flaky += flaky
+    result.broken += sum(1 for s in rollups.values() if s.verdict is Verdict.BROKEN)
+    existing = await load_quarantine(deps.engine, case_ids)
+    if update_quarantine:
+        changed = await asyncio.to_thread(_decide_all, rollups, histories, existing, now, q_policy)
+        await save_quarantine(deps.engine, case_ids, changed)
+        for state in changed:
+            existing.setdefault(state.test_key, [])
+            existing[state.test_key] = [
+                s for s in existing[state.test_key] if s.scope != state.scope
+            ] + [state]
+    active = {k: s for k, states in existing.items() if (s := _current_state(states))}
+    result.quarantined += sum(1 for s in active.values() if s.is_active)
+    result.rollups.update(rollups)
+    result.quarantine.update({k: s for k, s in active.items() if s.is_active})
 
 
 def scoring_context(deps: Deps) -> ScoringContext:
