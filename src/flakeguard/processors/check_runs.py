@@ -8,9 +8,7 @@ commit: the latest attempt of each run at that SHA.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -18,13 +16,16 @@ import structlog
 
 from flakeguard.adapters.db.checks import (
     ShaOutcome,
+    check_run_lock,
     outcomes_at_sha,
     remember_check_run,
     stored_check_run,
 )
 from flakeguard.adapters.db.history import (
+    CaseInfo,
     RepositoryInfo,
     load_quarantine,
+    load_rollups,
     save_quarantine,
     select_cases,
 )
@@ -60,22 +61,6 @@ log = structlog.get_logger("flakeguard.checks")
 
 QUARANTINE = "quarantine"
 UNQUARANTINE = "unquarantine"
-
-# Analyses of two runs at one SHA run concurrently: without this, both find no stored
-# check run and both create one. Entries vanish when no coroutine holds their lock.
-# Per process only: several worker processes can still race (documented limitation).
-_publish_locks: weakref.WeakValueDictionary[tuple[int, str, str], asyncio.Lock] = (
-    weakref.WeakValueDictionary()
-)
-
-
-def _publish_lock(repository_id: int, head_sha: str, name: str) -> asyncio.Lock:
-    key = (repository_id, head_sha, name)
-    lock = _publish_locks.get(key)
-    if lock is None:
-        lock = asyncio.Lock()
-        _publish_locks[key] = lock
-    return lock
 
 
 def report_rows(
@@ -119,6 +104,26 @@ def annotation_key(annotation: Annotation) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
+async def _complete(
+    deps: Deps, outcomes: Sequence[ShaOutcome], result: AnalysisResult
+) -> tuple[dict[str, FlakeScore], dict[str, QuarantineState]]:
+    """Scores and active quarantines of every test at the SHA: this analysis's, else stored."""
+    scores = dict(result.rollups)
+    quarantine = dict(result.quarantine)
+    missing = [
+        CaseInfo(o.test_case_id, o.test_key, "", o.class_name, o.name, o.file)
+        for o in outcomes
+        if o.test_key not in scores
+    ]
+    scores.update(await load_rollups(deps.engine, missing))
+    states = await load_quarantine(deps.engine, {c.test_key: c.id for c in missing})
+    for key, found in states.items():
+        active = [s for s in found if s.is_active]
+        if active and key not in quarantine:
+            quarantine[key] = active[0]
+    return scores, quarantine
+
+
 def check_run_body(name: str, head_sha: str, output: CheckRunOutput) -> CheckRunBody:
     return CheckRunBody(
         name=name,
@@ -157,12 +162,13 @@ async def publish_check_run(
     if deps.checks is None or repo.installation_id is None:
         return None
     outcomes = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
+    scores, quarantine = await _complete(deps, outcomes, result)
     report = RunReport(
         repo=repo.full_name,
         run_id=run.run_id,
         attempt=run.run_attempt,
         head_sha=run.head_sha,
-        rows=report_rows(outcomes, result.rollups, result.quarantine),
+        rows=report_rows(outcomes, scores, quarantine),
         counts=ReportCounts(
             total=len(outcomes),
             passed=sum(1 for o in outcomes if o.outcome.value == "passed"),
@@ -174,7 +180,7 @@ async def publish_check_run(
     name = deps.settings.check_run_name
     body = check_run_body(name, run.head_sha, render_check_run(report))
     coords = RepoCoords(repo.owner, repo.name, repo.installation_id)
-    async with _publish_lock(repo.id, run.head_sha, name):
+    async with check_run_lock(deps.engine, repo.id, run.head_sha, name):
         stored = await stored_check_run(deps.engine, repo.id, run.head_sha, name)
         sent = {annotation_key(a): a for a in body.annotations}
         if stored is None:

@@ -8,17 +8,55 @@ from typing import Any
 import structlog
 
 from flakeguard.adapters.db.checks import outcomes_at_sha
-from flakeguard.adapters.db.history import find_repository, run_case_ids, select_cases
+from flakeguard.adapters.db.history import (
+    CaseInfo,
+    find_repository,
+    load_quarantine,
+    load_rollups,
+    run_case_ids,
+    select_cases,
+    unsettled_case_ids,
+)
 from flakeguard.adapters.db.runs import find_run
 from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import RunsAnalyzePayload
 from flakeguard.adapters.queue.runner import JobContext, QueueHandler
+from flakeguard.core.models import Verdict
 from flakeguard.deps import Deps
 from flakeguard.errors import PermanentJobError
 from flakeguard.processors.analysis import analyze_cases, scoring_context, scoring_policy
 from flakeguard.processors.check_runs import apply_button, publish_check_run
 
 log = structlog.get_logger("flakeguard.analyze")
+
+
+async def cases_to_rescore(deps: Deps, touched: list[CaseInfo], run_row_id: int) -> list[CaseInfo]:
+    """The touched tests whose classification this run can change.
+
+    A healthy test with a score of 0 that passed again keeps its score exactly (no failure
+    in its window, none added), so re-reading its whole history per run is wasted work.
+    Re-scored: tests that failed or retried in this run, tests never scored, tests with any
+    evidence (score > 0 or not healthy), and quarantined tests (release counts clean runs).
+    `tests-recompute` and `flakeguard analyze` still re-score everything.
+    """
+    unsettled = await unsettled_case_ids(deps.engine, run_row_id)
+    stored = await load_rollups(deps.engine, touched)
+    quarantined = {
+        key
+        for key, states in (
+            await load_quarantine(deps.engine, {c.test_key: c.id for c in touched})
+        ).items()
+        if any(s.is_active for s in states)
+    }
+    return [
+        c
+        for c in touched
+        if c.id in unsettled
+        or c.test_key in quarantined
+        or (score := stored.get(c.test_key)) is None
+        or score.score > 0
+        or score.verdict is not Verdict.HEALTHY
+    ]
 
 
 async def analyze_run(deps: Deps, payload: RunsAnalyzePayload) -> dict[str, Any]:
@@ -38,7 +76,9 @@ async def analyze_run(deps: Deps, payload: RunsAnalyzePayload) -> dict[str, Any]
         # not only those of the run the button's job names.
         at_sha = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
         case_ids = sorted({*case_ids, *(o.test_case_id for o in at_sha)})
-    cases = await select_cases(deps.engine, repo.id, ids=case_ids)
+    cases = await cases_to_rescore(
+        deps, await select_cases(deps.engine, repo.id, ids=case_ids), run.id
+    )
     config = payload.analysis_config
     policy = scoring_policy(config.lookback_days, config.min_runs_threshold)
     context = scoring_context(deps)

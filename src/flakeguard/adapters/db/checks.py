@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.engine import dialect_insert
@@ -152,3 +157,37 @@ async def remember_check_run(
     )
     async with engine.begin() as conn:
         await conn.execute(stmt)
+
+
+_LOCAL_LOCKS: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+"""In-process locks for SQLite (embedded mode runs one worker process); entries vanish when
+no coroutine holds or waits on them."""
+
+
+@asynccontextmanager
+async def check_run_lock(
+    engine: AsyncEngine, repository_id: int, head_sha: str, name: str
+) -> AsyncIterator[None]:
+    """Serialise creating/updating one commit's check run across every worker process.
+
+    PostgreSQL: a session advisory lock on a 63-bit hash of (repository, SHA, name), held on
+    its own connection while GitHub is called, so two analyses of one commit never both
+    create a check run. SQLite (one embedded process): an in-process lock.
+    """
+    digest = hashlib.blake2b(f"{repository_id}:{head_sha}:{name}".encode(), digest_size=8)
+    key = int.from_bytes(digest.digest(), "big") >> 1
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                await conn.commit()
+        return
+    lock = _LOCAL_LOCKS.get(key)
+    if lock is None:
+        lock = asyncio.Lock()
+        _LOCAL_LOCKS[key] = lock
+    async with lock:
+        yield

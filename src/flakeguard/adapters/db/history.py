@@ -22,7 +22,7 @@ from flakeguard.adapters.db.tables import (
     WorkflowRunRow,
     table_of,
 )
-from flakeguard.core.models import ExecutionRecord, FlakeScore, Outcome
+from flakeguard.core.models import Components, ExecutionRecord, FlakeScore, Outcome, Verdict
 from flakeguard.core.quarantine import QuarantineState, QuarantineStatus
 
 _OUTCOMES = {o.value: o for o in Outcome}
@@ -410,3 +410,49 @@ async def list_scored_tests(
                 quarantine_scope=row.q_scope,
             )
     return list(out.values())
+
+
+async def load_rollups(engine: AsyncEngine, cases: Sequence[CaseInfo]) -> dict[str, FlakeScore]:
+    """The stored roll-up (scope "*") score of each case that has one, by test key."""
+    if not cases:
+        return {}
+    s = table_of(FlakeScoreRow)
+    key_of = {c.id: c.test_key for c in cases}
+    out: dict[str, FlakeScore] = {}
+    ids = list(key_of)
+    async with engine.connect() as conn:
+        for start in range(0, len(ids), 5000):
+            rows = await conn.execute(
+                select(s).where(s.c.test_case_id.in_(ids[start : start + 5000]), s.c.scope == "*")
+            )
+            for row in rows:
+                out[key_of[row.test_case_id]] = FlakeScore(
+                    test_key=key_of[row.test_case_id],
+                    scope=row.scope,
+                    score=row.score,
+                    components=Components(
+                        row.failure_rate, row.inconsistency, row.recency, row.branch_diversity
+                    ),
+                    verdict=Verdict(row.verdict),
+                    confidence=row.confidence,
+                    reason=row.reason,
+                    runs=row.runs,
+                    failures=row.failures,
+                    evidence=dict(row.evidence or {}),
+                )
+    return out
+
+
+async def unsettled_case_ids(engine: AsyncEngine, workflow_run_row_id: int) -> set[int]:
+    """Tests of a run with a failing attempt or a retry: their scores must be recomputed."""
+    e = table_of(ExecutionRow)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(e.c.test_case_id)
+            .where(
+                e.c.workflow_run_id == workflow_run_row_id,
+                (e.c.outcome.in_(["failed", "error"])) | (e.c.is_final.is_(False)),
+            )
+            .distinct()
+        )
+        return {int(r[0]) for r in rows}
