@@ -48,6 +48,8 @@ _EXECUTION_COLUMNS = (
     "message",
 )
 _KEY_BATCH = 5000
+_CASE_INSERT_BATCH = 2000
+"""8 bind parameters per test_cases row: 2,000 rows stay under asyncpg's and SQLite's 32,767."""
 _LAST_SEEN_GRANULARITY = timedelta(hours=6)
 
 
@@ -283,8 +285,8 @@ async def _case_ids(
         if stale:
             await conn.execute(update(table).where(table.c.id.in_(stale)).values(last_seen_at=now))
     missing = [wanted[k] for k in keys if k not in found]
-    for start in range(0, len(missing), _KEY_BATCH):
-        chunk_cases = missing[start : start + _KEY_BATCH]
+    for start in range(0, len(missing), _CASE_INSERT_BATCH):
+        chunk_cases = missing[start : start + _CASE_INSERT_BATCH]
         stmt = (
             dialect_insert(conn.dialect.name, table)
             .values(
