@@ -204,14 +204,26 @@ def tune_naive_threshold(seed: int, config: SimConfig, lookback_days: int) -> fl
     return best[1]
 
 
+@dataclass(frozen=True, slots=True)
+class NaiveInputs:
+    """The naive formula's end-of-history scores and the labels, per test index."""
+
+    scores: tuple[float, ...]
+    positives: frozenset[int]
+    negatives: frozenset[int]
+
+    def f1(self, threshold: float) -> float:
+        predicted = {i for i, s in enumerate(self.scores) if s >= threshold and s > 0}
+        return _prf(predicted, set(self.positives), set(self.negatives))[2]
+
+
 def evaluate_in_process(
     seed: int,
     config: SimConfig,
     scoring: ScoringPolicy,
     quarantine: QuarantinePolicy,
-    naive_threshold: float,
     checkpoint_every: int,
-) -> SeedResult:
+) -> tuple[SeedResult, NaiveInputs]:
     started = time.perf_counter()
     world = simulate(seed, config)
     records = build_records(world)
@@ -231,8 +243,26 @@ def evaluate_in_process(
     # Incident clusters are per upload, so one pass over the whole history finds them all.
     whole = replace(scoring, lookback_days=10_000)
     infra = infra_clusters(records, now=world.end, policy=whole)
+    # Times of failures that can be evidence (not outage uploads, not incident clusters): a
+    # test without one in the window and without a quarantine scores healthy and stays
+    # unquarantined, so scoring it can be skipped without changing any result.
+    usable_failures = {
+        k: [
+            r.at
+            for r in records[k]
+            if r.outcome in FAILING
+            and r.upload_failed_share <= scoring.infra_failed_share
+            and (r.run_id, r.run_attempt, r.env_key, r.signature) not in infra
+        ]
+        for k in keys
+    }
     for commit_index, now in checkpoints:
         for i, key in enumerate(keys):
+            fails = usable_failures[key]
+            if states.get(i) is None and bisect_right(fails, now) == bisect_right(
+                fails, now - window
+            ):
+                continue
             hist = records[key]
             end = bisect_right(times[key], now)
             lo = bisect_right(times[key], now - window)
@@ -256,8 +286,7 @@ def evaluate_in_process(
         if i in first_seen
     )
     naive = [naive_score(records[k], world.end, scoring.lookback_days) for k in keys]
-    naive_predicted = {i for i, s in enumerate(naive) if s >= naive_threshold and s > 0}
-    return SeedResult(
+    result = SeedResult(
         seed=seed,
         positives=len(positives),
         precision=precision,
@@ -268,10 +297,11 @@ def evaluate_in_process(
         stable_false_flag=len(ever & stable) / len(stable) if stable else 0.0,
         ttd_median=statistics.median(ttd) if ttd else math.nan,
         ttd_p90=ttd[min(len(ttd) - 1, int(0.9 * len(ttd)))] if ttd else math.nan,
-        naive_f1=_prf(naive_predicted, positives, negatives)[2],
-        naive_threshold=naive_threshold,
+        naive_f1=math.nan,
+        naive_threshold=math.nan,
         elapsed_s=time.perf_counter() - started,
     )
+    return result, NaiveInputs(tuple(naive), frozenset(positives), frozenset(negatives))
 
 
 def evaluate_via_cli(
@@ -419,17 +449,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = replace(config, rerun_pr=0.0, rerun_main=0.0)
     scoring, quarantine = _policies(args.set)
     started = time.perf_counter()
-    theta = tune_naive_threshold(args.tune_seed, config, scoring.lookback_days)
     results: list[SeedResult] = []
     if args.via_cli:
+        theta = tune_naive_threshold(args.tune_seed, config, scoring.lookback_days)
         for seed in args.seeds:
             results.append(evaluate_via_cli(seed, config, scoring, theta, args.flakeguard))
     else:
-        jobs = [
-            (seed, config, scoring, quarantine, theta, args.checkpoint_every) for seed in args.seeds
-        ]
+        jobs = [(seed, config, scoring, quarantine, args.checkpoint_every) for seed in args.seeds]
         with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
-            results = pool.starmap(evaluate_in_process, jobs)
+            tuned = pool.apply_async(
+                tune_naive_threshold, (args.tune_seed, config, scoring.lookback_days)
+            )
+            evaluated = pool.starmap(evaluate_in_process, jobs)
+            theta = tuned.get()
+        results = [
+            replace(result, naive_f1=naive.f1(theta), naive_threshold=theta)
+            for result, naive in evaluated
+        ]
     for result in results:
         print(f"seed {result.seed}: F1 {result.f1:.3f} ({result.elapsed_s:.1f} s)", file=sys.stderr)
     mode = "via CLI" if args.via_cli else "in-process"
