@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.engine import dialect_insert
+from flakeguard.adapters.db.engine import dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     CheckRunRow,
@@ -75,7 +75,7 @@ async def outcomes_at_sha(
         .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha, e.c.is_final.is_(True))
     )
     merged: dict[int, ShaOutcome] = {}
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         for row in await conn.execute(query):
             current = merged.get(row.id)
             outcome = Outcome(row.outcome)
@@ -103,7 +103,7 @@ async def stored_check_run(
     engine: AsyncEngine, repository_id: int, head_sha: str, name: str
 ) -> StoredCheckRun | None:
     t = table_of(CheckRunRow)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         row = (
             await conn.execute(
                 select(t.c.check_run_id, t.c.annotated).where(
@@ -120,7 +120,7 @@ async def head_sha_of_check_run(
     engine: AsyncEngine, repository_id: int, check_run_id: int
 ) -> str | None:
     t = table_of(CheckRunRow)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         found = await conn.scalar(
             select(t.c.head_sha).where(
                 t.c.repository_id == repository_id, t.c.check_run_id == check_run_id

@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -56,7 +56,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs three round trips per checkout. A connection that died with
+        # its server fails that job's attempt; SQLAlchemy then invalidates the pool and the
+        # retry (BullMQ backoff) gets fresh connections.
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "flakeguard-worker"}},
     )
@@ -95,3 +97,11 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 def dialect_insert(dialect: str, table: Table) -> Any:
     """An INSERT with `on_conflict_do_*` for the engine's dialect (PostgreSQL or SQLite)."""
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+def reading(engine: AsyncEngine) -> AsyncConnection:
+    """A connection for read-only queries, in autocommit: no BEGIN/ROLLBACK round trips.
+
+    Use as `async with reading(engine) as conn:`; writes keep using `engine.begin()`.
+    """
+    return engine.execution_options(isolation_level="AUTOCOMMIT").connect()

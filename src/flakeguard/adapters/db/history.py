@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.engine import dialect_insert
+from flakeguard.adapters.db.engine import dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -59,7 +59,7 @@ class CaseInfo:
 
 async def find_repository(engine: AsyncEngine, owner: str, name: str) -> RepositoryInfo | None:
     t = table_of(RepositoryRow)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         row = (
             await conn.execute(
                 select(t.c.id, t.c.owner, t.c.name, t.c.default_branch, t.c.installation_id).where(
@@ -91,7 +91,7 @@ async def select_cases(
     )
     if ids is not None:
         query = query.where(t.c.id.in_(list(ids)))
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = (await conn.execute(query.order_by(t.c.id))).all()
     cases = [CaseInfo(int(r.id), r.test_key, r.suite, r.class_name, r.name, r.file) for r in rows]
     if name_patterns:
@@ -119,7 +119,7 @@ async def select_cases(
 
 async def run_case_ids(engine: AsyncEngine, workflow_run_row_id: int) -> list[int]:
     e = table_of(ExecutionRow)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = await conn.execute(
             select(e.c.test_case_id).where(e.c.workflow_run_id == workflow_run_row_id).distinct()
         )
@@ -147,7 +147,7 @@ async def load_run_index(
     w, r = table_of(WorkflowRunRow), table_of(ReportRow)
     runs: dict[int, tuple[int, int, str, str | None, bool, datetime]] = {}
     shares: dict[int, float] = {}
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = await conn.execute(
             select(
                 w.c.id, w.c.run_id, w.c.run_attempt, w.c.head_sha, w.c.head_branch, w.c.started_at
@@ -197,7 +197,7 @@ async def stream_histories(
     runs, shares, outcomes = index.runs, index.failed_share, _OUTCOMES
     current: int | None = None
     records: list[ExecutionRecord] = []
-    async with engine.connect() as conn:
+    async with engine.connect() as conn:  # a server-side cursor needs a transaction
         result = await conn.stream(query.execution_options(yield_per=_HISTORY_PARTITION_ROWS))
         # Partitions, not rows: every async row fetch is a greenlet switch (~30 µs).
         async for partition in result.partitions(_HISTORY_PARTITION_ROWS):
@@ -289,7 +289,7 @@ async def load_quarantine(
     key_of = {v: k for k, v in case_ids.items()}
     out: dict[str, list[QuarantineState]] = {}
     ids = list(key_of)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         for start in range(0, len(ids), 5000):
             rows = await conn.execute(
                 select(q).where(q.c.test_case_id.in_(ids[start : start + 5000]))
@@ -387,7 +387,7 @@ async def list_scored_tests(
     if verdicts is not None:
         query = query.where(s.c.verdict.in_(list(verdicts)))
     out: dict[int, ScoredTest] = {}
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         for row in await conn.execute(query):
             if row.test_case_id in out:
                 continue  # several active scopes: one line per test
@@ -420,7 +420,7 @@ async def load_rollups(engine: AsyncEngine, cases: Sequence[CaseInfo]) -> dict[s
     key_of = {c.id: c.test_key for c in cases}
     out: dict[str, FlakeScore] = {}
     ids = list(key_of)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         for start in range(0, len(ids), 5000):
             rows = await conn.execute(
                 select(s).where(s.c.test_case_id.in_(ids[start : start + 5000]), s.c.scope == "*")
@@ -446,7 +446,7 @@ async def load_rollups(engine: AsyncEngine, cases: Sequence[CaseInfo]) -> dict[s
 async def unsettled_case_ids(engine: AsyncEngine, workflow_run_row_id: int) -> set[int]:
     """Tests of a run with a failing attempt or a retry: their scores must be recomputed."""
     e = table_of(ExecutionRow)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = await conn.execute(
             select(e.c.test_case_id)
             .where(

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flakeguard.adapters.db.engine import reading
 from flakeguard.adapters.db.history import aware
 from flakeguard.adapters.db.tables import RepositoryRow, table_of
 
@@ -26,7 +27,7 @@ class PollState:
 
 async def enabled_repositories(engine: AsyncEngine) -> list[PollState]:
     t = table_of(RepositoryRow)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = (await conn.execute(select(t).where(t.c.enabled.is_(True)).order_by(t.c.id))).all()
     return [
         PollState(

@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.artifacts import ReportSource
-from flakeguard.adapters.db.engine import dialect_insert
+from flakeguard.adapters.db.engine import dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -73,6 +73,19 @@ def parse_source(source: ReportSource, limits: ParseLimits) -> ParsedReport:
         reader = ReportReader(stream, source.name, limits)
         cases = list(reader)
     return ParsedReport(source=source.name, cases=cases, problem=reader.problem)
+
+
+@dataclass(slots=True)
+class CaseIdCache:
+    """test_key -> (test_cases.id, last_seen_at written) of one repository, across runs.
+
+    Safe to keep for a process: test_cases rows are never deleted except with their
+    repository (whose id is never reused). `store_run` adds entries only after its
+    transaction committed, so a rolled-back insert never leaves a dangling id here.
+    """
+
+    repository_id: int
+    ids: dict[str, tuple[int, datetime]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -141,9 +154,16 @@ async def store_run(
     now: datetime,
     source_kind: str = "github",
     limits: ParseLimits | None = None,
+    case_cache: CaseIdCache | None = None,
 ) -> StoredRun:
-    """Store every report of `run` in one transaction; a second call changes nothing."""
+    """Store every report of `run` in one transaction; a second call changes nothing.
+
+    `case_cache` (same repository) saves the test_cases lookups of tests seen before.
+    """
     parse_limits = limits or ParseLimits()
+    if case_cache is not None and case_cache.repository_id != repository_id:
+        case_cache = None
+    learned: dict[str, tuple[int, datetime]] = {}
     runs = table_of(WorkflowRunRow)
     async with engine.begin() as conn:
         inserted = await conn.execute(
@@ -193,7 +213,14 @@ async def store_run(
             if not parsed.cases:
                 continue
             ids = await _store_report(
-                conn, repository_id, result.workflow_run_id or 0, env_key, parsed, now
+                conn,
+                repository_id,
+                result.workflow_run_id or 0,
+                env_key,
+                parsed,
+                now,
+                case_cache.ids if case_cache is not None else {},
+                learned,
             )
             case_ids.update(ids)
             result.cases += len(parsed.cases)
@@ -212,7 +239,9 @@ async def store_run(
             )
         )
         result.test_case_ids = sorted(case_ids)
-        return result
+    if case_cache is not None:
+        case_cache.ids.update(learned)  # committed: the ids are real
+    return result
 
 
 async def _store_report(
@@ -222,6 +251,8 @@ async def _store_report(
     env_key: str,
     parsed: ParsedReport,
     now: datetime,
+    known: dict[str, tuple[int, datetime]],
+    learned: dict[str, tuple[int, datetime]],
 ) -> list[int]:
     reports = table_of(ReportRow)
     ran = sum(1 for c in parsed.cases if c.outcome in RAN)
@@ -238,10 +269,11 @@ async def _store_report(
         )
         .returning(reports.c.id)
     )
-    ids = await _case_ids(conn, repository_id, parsed.cases, now)
+    keys = [case.test_key for case in parsed.cases]
+    ids = await _case_ids(conn, repository_id, parsed.cases, keys, now, known, learned)
     rows = [
         (
-            ids[case.test_key],
+            ids[key],
             workflow_run_id,
             report_id,
             env_key[:255],
@@ -253,7 +285,7 @@ async def _store_report(
             attempt.signature,
             attempt.message,
         )
-        for case in parsed.cases
+        for case, key in zip(parsed.cases, keys, strict=True)
         for index, attempt in enumerate(case.attempts)
     ]
     await _insert_executions(conn, rows)
@@ -261,14 +293,36 @@ async def _store_report(
 
 
 async def _case_ids(
-    conn: AsyncConnection, repository_id: int, cases: Sequence[CaseResult], now: datetime
+    conn: AsyncConnection,
+    repository_id: int,
+    cases: Sequence[CaseResult],
+    case_keys: Sequence[str],
+    now: datetime,
+    known: dict[str, tuple[int, datetime]],
+    learned: dict[str, tuple[int, datetime]],
 ) -> dict[str, int]:
-    """test_key -> test_cases.id for `cases`, inserting unseen tests."""
-    table = table_of(CaseRow)
-    wanted: dict[str, CaseResult] = {}
-    for case in cases:
-        wanted.setdefault(case.test_key, case)
+    """test_key -> test_cases.id for `cases` (keys in `case_keys`), inserting unseen tests.
+
+    `known` (committed, from earlier runs) answers tests whose last_seen_at is fresh;
+    every id read or written here goes into `learned`.
+    """
     found: dict[str, int] = {}
+    wanted: dict[str, CaseResult] = {}
+    fresh_after = now - _LAST_SEEN_GRANULARITY
+    for case, key in zip(cases, case_keys, strict=True):
+        if key in found or key in wanted:
+            continue
+        hit = known.get(key) or learned.get(key)
+        if hit is not None and hit[1] >= fresh_after:
+            found[key] = hit[0]
+        else:
+            wanted[key] = case
+    if not wanted:
+        return found
+    if conn.dialect.name == "postgresql":
+        found.update(await _pg_case_ids(conn, repository_id, wanted, now, learned))
+        return found
+    table = table_of(CaseRow)
     keys = list(wanted)
     for start in range(0, len(keys), _KEY_BATCH):
         chunk = keys[start : start + _KEY_BATCH]
@@ -321,6 +375,71 @@ async def _case_ids(
     return found
 
 
+async def _pg_case_ids(
+    conn: AsyncConnection,
+    repository_id: int,
+    wanted: dict[str, CaseResult],
+    now: datetime,
+    learned: dict[str, tuple[int, datetime]],
+) -> dict[str, int]:
+    """PostgreSQL: three statements whatever the count (array binds, no IN lists to compile)."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None:
+        raise RuntimeError("asyncpg connection is not open")
+    keys = list(wanted)
+    found: dict[str, int] = {}
+    stale: list[int] = []
+    fresh_after = now - _LAST_SEEN_GRANULARITY
+    for key, case_id, last_seen in await driver.fetch(
+        "SELECT test_key, id, last_seen_at FROM test_cases"
+        " WHERE repository_id = $1 AND test_key = ANY($2::text[])",
+        repository_id,
+        keys,
+    ):
+        found[key] = case_id
+        if last_seen is not None and _as_aware(last_seen) < fresh_after:
+            stale.append(case_id)
+            learned[key] = (case_id, now)
+        else:
+            learned[key] = (case_id, _as_aware(last_seen) if last_seen is not None else now)
+    if stale:
+        await driver.execute(
+            "UPDATE test_cases SET last_seen_at = $1 WHERE id = ANY($2::bigint[])", now, stale
+        )
+    missing = [wanted[k] for k in keys if k not in found]
+    if missing:
+        # ON CONFLICT: a concurrent transaction may insert the same tests; read theirs below.
+        for key, case_id in await driver.fetch(
+            "INSERT INTO test_cases (repository_id, test_key, suite, class_name, name, file,"
+            " first_seen_at, last_seen_at)"
+            " SELECT $1, k, s, c, n, f, $7, $7"
+            " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+            " AS t(k, s, c, n, f)"
+            " ON CONFLICT (repository_id, test_key) DO NOTHING RETURNING test_key, id",
+            repository_id,
+            [c.test_key for c in missing],
+            [c.suite for c in missing],
+            [c.class_name for c in missing],
+            [c.name for c in missing],
+            [c.file for c in missing],
+            now,
+        ):
+            found[key] = case_id
+            learned[key] = (case_id, now)
+        late = [c.test_key for c in missing if c.test_key not in found]
+        if late:
+            for key, case_id in await driver.fetch(
+                "SELECT test_key, id FROM test_cases"
+                " WHERE repository_id = $1 AND test_key = ANY($2::text[])",
+                repository_id,
+                late,
+            ):
+                found[key] = case_id
+                learned[key] = (case_id, now)
+    return found
+
+
 def _as_aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
@@ -345,7 +464,7 @@ async def _insert_executions(conn: AsyncConnection, rows: Iterable[tuple[Any, ..
 
 
 async def ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         await conn.execute(text("SELECT 1"))
 
 
@@ -364,7 +483,7 @@ async def find_run(
     engine: AsyncEngine, repository_id: int, run_id: int, attempt: int
 ) -> StoredRunInfo | None:
     runs = table_of(WorkflowRunRow)
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         row = (
             await conn.execute(
                 select(
