@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.runs import ensure_repository, store_run
+from flakeguard.adapters.db.runs import CaseIdCache, ensure_repository, store_run
 from flakeguard.adapters.local_source import path_groups
 from flakeguard.core.models import ReportProblem, RunRef
 from flakeguard.errors import PermanentJobError
@@ -95,12 +95,19 @@ class ImportOutcome:
 
 
 async def import_run(
-    engine: AsyncEngine, spec: ImportSpec, now: datetime
+    engine: AsyncEngine,
+    spec: ImportSpec,
+    now: datetime,
+    case_caches: dict[int, CaseIdCache] | None = None,
 ) -> tuple[bool, int, int, list[ReportProblem]]:
+    """Store one run attempt; `case_caches` (per repository id) spans one import."""
     owner, name = spec.repo.split("/", 1)
     repository_id = await ensure_repository(
         engine, owner, name, now=now, default_branch=spec.default_branch
     )
+    case_cache = None
+    if case_caches is not None:
+        case_cache = case_caches.setdefault(repository_id, CaseIdCache(repository_id))
     env_key = f"{spec.workflow}/{spec.job}"
     stored = await store_run(
         engine,
@@ -109,6 +116,7 @@ async def import_run(
         path_groups([(env_key, p) for p in spec.paths]),
         now=now,
         source_kind="import",
+        case_cache=case_cache,
     )
     return stored.created, stored.cases, stored.executions, stored.problems
 
@@ -120,13 +128,14 @@ async def import_all(
     on_progress: Callable[[ImportSpec, ImportOutcome], None] | None = None,
 ) -> ImportOutcome:
     outcome = ImportOutcome()
+    case_caches: dict[int, CaseIdCache] = {}
     for spec in specs:
         missing = [p for p in spec.paths if not p.exists()]
         if missing and len(missing) == len(spec.paths):
             outcome.problems.extend(
                 ReportProblem(str(p), "no such file or folder") for p in missing
             )
-        created, cases, executions, problems = await import_run(engine, spec, clock())
+        created, cases, executions, problems = await import_run(engine, spec, clock(), case_caches)
         outcome.runs += 1
         outcome.created += int(created)
         outcome.cases += cases
