@@ -90,6 +90,18 @@ def redis_target(settings: Settings, embedded: EmbeddedRedis | None) -> RedisTar
     return embedded.start()
 
 
+def job_policy(settings: Settings) -> JobPolicy:
+    """The producer's job options (attempts, backoff, retention, prefix) from settings."""
+    return JobPolicy(
+        attempts=settings.max_retry_attempts,
+        retry_delay_ms=settings.retry_delay_ms,
+        keep_completed=settings.remove_on_complete,
+        keep_failed=settings.remove_on_fail,
+        keep_failed_age_s=settings.dlq_max_age_days * 86400,
+        prefix=settings.queue_prefix,
+    )
+
+
 def github_config(settings: Settings) -> GitHubConfig | None:
     pem = settings.github_private_key_pem()
     if settings.github_app_id is None or pem is None:
@@ -124,14 +136,7 @@ async def open_runtime(
             await migrate(engine)
         producer = JobProducer(
             target,
-            JobPolicy(
-                attempts=settings.max_retry_attempts,
-                retry_delay_ms=settings.retry_delay_ms,
-                keep_completed=settings.remove_on_complete,
-                keep_failed=settings.remove_on_fail,
-                keep_failed_age_s=settings.dlq_max_age_days * 86400,
-                prefix=settings.queue_prefix,
-            ),
+            job_policy(settings),
         )
         stack.push_async_callback(producer.close)
         metrics = metrics or Metrics()

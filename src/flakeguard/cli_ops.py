@@ -44,7 +44,7 @@ from flakeguard.adapters.queue.payloads import (
     RunsAnalyzePayload,
     RunsIngestPayload,
 )
-from flakeguard.adapters.queue.producer import Enqueued, JobPolicy, JobProducer
+from flakeguard.adapters.queue.producer import Enqueued, JobProducer
 from flakeguard.cli_common import fail, run, settings_or_exit
 from flakeguard.core.models import Priority
 from flakeguard.settings import Settings
@@ -64,18 +64,6 @@ QueueArg = Annotated[str, typer.Argument(help="Queue: runs-ingest, runs:ingest, 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
-def job_policy_for(settings: Settings) -> JobPolicy:
-    """The producer's job options from settings, as the worker's composition root builds them."""
-    return JobPolicy(
-        attempts=settings.max_retry_attempts,
-        retry_delay_ms=settings.retry_delay_ms,
-        keep_completed=settings.remove_on_complete,
-        keep_failed=settings.remove_on_fail,
-        keep_failed_age_s=settings.dlq_max_age_days * 86400,
-        prefix=settings.queue_prefix,
-    )
-
-
 async def ping_redis(target: RedisTarget) -> None:
     """Fail fast when Redis is down: BullMQ's own client retries for about six minutes."""
     client: Any = target.cluster_client() if target.is_cluster else target.client()
@@ -92,13 +80,13 @@ async def ping_redis(target: RedisTarget) -> None:
 @asynccontextmanager
 async def open_producer(settings: Settings) -> AsyncIterator[JobProducer]:
     """A `JobProducer` on the configured Redis, closed (with any embedded Redis) on exit."""
-    from flakeguard.bootstrap import redis_target  # heavy (uvicorn, processors): only when used
+    from flakeguard.bootstrap import job_policy, redis_target  # heavy: only when used
 
     embedded = EmbeddedRedis(settings.data_dir / "redis") if settings.embedded_redis else None
     try:
         target = redis_target(settings, embedded)
         await ping_redis(target)
-        producer = JobProducer(target, job_policy_for(settings))
+        producer = JobProducer(target, job_policy(settings))
         try:
             yield producer
         finally:
