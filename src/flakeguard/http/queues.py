@@ -8,8 +8,9 @@ need the admin token). Field names are snake_case and carry their units.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import redis.exceptions
@@ -48,6 +49,7 @@ MAX_START = 1_000_000_000
 MAX_GRACE_S = 10 * 365 * 86_400
 MAX_CLEAN = 100_000
 MAX_JOB_ID_CHARS = 256
+ADMIN_CALL_TIMEOUT_S = 10.0
 
 PAYLOAD_TYPES: dict[QueueName, type[Payload]] = {
     QueueName.RUNS_INGEST: RunsIngestPayload,
@@ -196,16 +198,21 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
-@contextmanager
-def _answers() -> Iterator[None]:
-    """Map admin errors to HTTP statuses; a Redis outage is a 503, not a stack trace."""
+@asynccontextmanager
+async def _answers() -> AsyncIterator[None]:
+    """Map admin errors to HTTP statuses; a Redis outage is a 503, not a stack trace.
+
+    Bounded: BullMQ's client retries a lost connection for minutes, an operator's request
+    must not hang that long.
+    """
     try:
-        yield
+        async with asyncio.timeout(ADMIN_CALL_TIMEOUT_S):
+            yield
     except JobNotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     except JobStateConflict as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, TimeoutError):
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "redis unavailable") from None
 
 
@@ -231,12 +238,12 @@ def router_for(state: AppState) -> APIRouter:
 
     @router.get("", summary="Job counts of every queue (open, like /metrics).")
     async def list_queues() -> list[QueueStatsBody]:
-        with _answers():
+        async with _answers():
             return [QueueStatsBody.of(await admin.stats(q)) for q in ALL_QUEUES]
 
     @router.get("/{name}/stats", summary="Job counts of one queue (open).", responses=_NOT_FOUND)
     async def queue_stats(queue: QueueParam) -> QueueStatsBody:
-        with _answers():
+        async with _answers():
             return QueueStatsBody.of(await admin.stats(queue))
 
     @router.get(
@@ -250,7 +257,7 @@ def router_for(state: AppState) -> APIRouter:
         start: Annotated[int, Query(ge=0, le=MAX_START)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     ) -> FailedPageBody:
-        with _answers():
+        async with _answers():
             page = await admin.failed(queue, start=start, limit=limit)
         return FailedPageBody(
             queue=queue,
@@ -267,7 +274,7 @@ def router_for(state: AppState) -> APIRouter:
         responses={**_AUTH, **_NOT_FOUND},
     )
     async def get_job(queue: QueueParam, job_id: JobIdParam) -> JobBody:
-        with _answers():
+        async with _answers():
             return JobBody.of(await admin.job(queue, job_id))
 
     @router.post(
@@ -277,7 +284,7 @@ def router_for(state: AppState) -> APIRouter:
         responses={**_AUTH, **_NOT_FOUND, **_CONFLICT},
     )
     async def retry_job(queue: QueueParam, job_id: JobIdParam) -> JobBody:
-        with _answers():
+        async with _answers():
             return JobBody.of(await admin.retry(queue, job_id))
 
     @router.post(
@@ -287,7 +294,7 @@ def router_for(state: AppState) -> APIRouter:
         responses={**_AUTH, **_NOT_FOUND},
     )
     async def retry_failed(queue: QueueParam) -> RetryAllBody:
-        with _answers():
+        async with _answers():
             return RetryAllBody(queue=queue, retried=await admin.retry_all_failed(queue))
 
     @router.post(
@@ -297,7 +304,7 @@ def router_for(state: AppState) -> APIRouter:
         responses={**_AUTH, **_NOT_FOUND},
     )
     async def pause_queue(queue: QueueParam) -> QueueStatsBody:
-        with _answers():
+        async with _answers():
             return QueueStatsBody.of(await admin.pause(queue))
 
     @router.post(
@@ -307,7 +314,7 @@ def router_for(state: AppState) -> APIRouter:
         responses={**_AUTH, **_NOT_FOUND},
     )
     async def resume_queue(queue: QueueParam) -> QueueStatsBody:
-        with _answers():
+        async with _answers():
             return QueueStatsBody.of(await admin.resume(queue))
 
     @router.delete(
@@ -317,7 +324,7 @@ def router_for(state: AppState) -> APIRouter:
         responses={**_AUTH, **_NOT_FOUND, **_CONFLICT},
     )
     async def delete_failed(queue: QueueParam, job_id: JobIdParam) -> DeletedBody:
-        with _answers():
+        async with _answers():
             await admin.delete_failed(queue, job_id)
         return DeletedBody(queue=queue, job_id=job_id, deleted=True)
 
@@ -328,7 +335,7 @@ def router_for(state: AppState) -> APIRouter:
         responses={**_AUTH, **_NOT_FOUND},
     )
     async def clean_queue(queue: QueueParam, request: CleanRequest) -> CleanedBody:
-        with _answers():
+        async with _answers():
             removed = await admin.clean(
                 queue, request.state, grace_ms=request.grace_s * 1000, limit=request.limit
             )
@@ -358,7 +365,7 @@ def router_for(state: AppState) -> APIRouter:
             raise RequestValidationError(
                 [{**e, "loc": ("body", *e["loc"])} for e in errors]
             ) from None
-        with _answers():
+        async with _answers():
             enqueued = await enqueue_payload(producer, queue, payload)
         return EnqueuedBody(
             queue=enqueued.queue, job_id=enqueued.job_id, deduplicated=enqueued.deduplicated
