@@ -39,7 +39,7 @@ def make_settings(
 
 
 @asynccontextmanager
-async def test_runtime(
+async def runtime_for(
     settings: Settings,
     *,
     runs_root: Path | None = None,
@@ -56,9 +56,6 @@ async def test_runtime(
         if not settings.embedded_database:
             await migrate(runtime.deps.engine)
         yield runtime
-
-
-test_runtime.__test__ = False  # type: ignore[attr-defined]
 
 
 @asynccontextmanager

@@ -55,7 +55,7 @@ class TransientJobError(FlakeGuardError):
     category = ErrorCategory.NETWORK
 
 
-class GitHubRateLimited(TransientJobError):
+class GitHubRateLimited(TransientJobError):  # noqa: N818  # the name DESIGN.md gives it
     """GitHub said to wait; the job is re-delayed by `retry_after_s` without using an attempt."""
 
     category = ErrorCategory.RATE_LIMIT
@@ -79,7 +79,7 @@ class GitHubClientError(PermanentJobError):
         self.status = status
 
 
-class ArtifactExpired(FlakeGuardError):
+class ArtifactExpired(FlakeGuardError):  # noqa: N818  # a state, like GitHub's 410 "Gone"
     """GitHub answered 410 for an artifact: recorded on the run, never retried."""
 
     category = ErrorCategory.GITHUB_CLIENT

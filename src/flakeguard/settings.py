@@ -282,7 +282,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         # An explicit mapping replaces the environment entirely (tests, sub-commands).
         upper = {key.upper(): value for key, value in source.items()}
         values: dict[str, Any] = {}
-        for name, field in Settings.model_fields.items():
+        for field in Settings.model_fields.values():
             alias = field.validation_alias
             choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
             for choice in choices:

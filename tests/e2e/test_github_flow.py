@@ -46,7 +46,7 @@ from flakeguard.emulator import (
     zip_members,
 )
 from flakeguard.http.app import create_app
-from tests.support import FIXTURES, make_settings, running_workers, test_runtime, wait_for
+from tests.support import FIXTURES, make_settings, running_workers, runtime_for, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -154,7 +154,7 @@ async def env(queue_prefix: str, redis_url: str, pg_url: str, tmp_path: Path) ->
             GITHUB_WRITE_SPACING_MS="0",
             WORKER_CONCURRENCY="4",
         )
-        async with test_runtime(settings) as runtime:
+        async with runtime_for(settings) as runtime:
             transport = httpx.ASGITransport(app=create_app(runtime.state))
             async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
                 yield Env(emu, runtime, client)

@@ -22,7 +22,7 @@ from flakeguard.adapters.queue.payloads import (
     RunsIngestPayload,
 )
 from flakeguard.cli import app
-from tests.support import make_settings, running_workers, test_runtime, wait_for, write_local_run
+from tests.support import make_settings, running_workers, runtime_for, wait_for, write_local_run
 
 pytestmark = pytest.mark.integration
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)  # inside the 30-day lookback
@@ -204,7 +204,7 @@ async def test_runs_analyze_publishes_one_check_run_per_sha_updated_in_place(
     settings = make_settings(
         redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
     )
-    async with test_runtime(settings, runs_root=runs, checks=checks) as rt:
+    async with runtime_for(settings, runs_root=runs, checks=checks) as rt:
         analyze_queue = rt.deps.producer.queues[QueueName.RUNS_ANALYZE]
         async with running_workers(rt, [QueueName.RUNS_INGEST, QueueName.RUNS_ANALYZE]):
             for run_id in (1, 2):
@@ -245,7 +245,7 @@ async def test_recompute_scopes_and_progress(
     settings = make_settings(
         redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
     )
-    async with test_runtime(settings, runs_root=runs) as rt:
+    async with runtime_for(settings, runs_root=runs) as rt:
         await rt.deps.producer.ingest(
             RunsIngestPayload(
                 workflow_run_id=5, repository=RepositoryRef(owner="acme", repo="shop")

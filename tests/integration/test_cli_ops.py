@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from flakeguard.cli import app
 from flakeguard.settings import load_settings
 from tests.integration.test_queue_admin import fail_jobs
-from tests.support import test_runtime
+from tests.support import runtime_for
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def ok_json(*args: str) -> Any:
 
 def make_failed_jobs(env: dict[str, str], run_ids: range) -> list[str]:
     async def go() -> list[str]:
-        async with test_runtime(load_settings(env)) as rt:
+        async with runtime_for(load_settings(env)) as rt:
             return await fail_jobs(rt, run_ids)
 
     return asyncio.run(go())

@@ -16,15 +16,13 @@ import pytest
 
 from flakeguard.adapters.github.client import (
     TRUNCATION_MARKER,
-    Action,
-    Annotation,
-    AnnotationLevel,
     CheckRunBody,
     CheckRunConclusion,
     GitHubClient,
     GitHubConfig,
     RepoCoords,
 )
+from flakeguard.core.reporting import Action, Annotation, AnnotationLevel
 from flakeguard.emulator import Emulator, FaultKind, FaultTarget, run_emulator, zip_members
 from flakeguard.errors import (
     ArtifactExpired,

@@ -30,7 +30,7 @@ from tests.integration.test_queue_admin import (
     fail_jobs,
     ingest_worker,
 )
-from tests.support import make_settings, test_runtime, wait_for
+from tests.support import make_settings, runtime_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ async def api(
         **extra,
     )
     async with (
-        test_runtime(config) as rt,
+        runtime_for(config) as rt,
         httpx.AsyncClient(
             transport=httpx.ASGITransport(create_app(rt.state)), base_url="http://api"
         ) as client,

@@ -25,7 +25,7 @@ from flakeguard.adapters.queue.runner import JobContext, QueueHandler, QueueRunn
 from flakeguard.bootstrap import Runtime
 from flakeguard.errors import ErrorCategory, PermanentJobError
 from flakeguard.settings import Settings
-from tests.support import make_settings, test_runtime, wait_for
+from tests.support import make_settings, runtime_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +111,7 @@ def test_error_category_reads_the_prefix_only() -> None:
 async def test_stats_count_prioritized_as_waiting_and_show_pause(
     queue_prefix: str, redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with test_runtime(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
+    async with runtime_for(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
         admin = QueueAdmin(rt.deps.producer.queues)
         for run_id in (1, 2, 3):
             await rt.deps.producer.ingest(ingest_payload(run_id))
@@ -130,7 +130,7 @@ async def test_stats_count_prioritized_as_waiting_and_show_pause(
 async def test_failed_jobs_listed_newest_first_with_reason_category_stack_and_pages(
     queue_prefix: str, redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with test_runtime(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
+    async with runtime_for(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
         admin = QueueAdmin(rt.deps.producer.queues)
         ids = await fail_jobs(rt, range(100, 105))
         first = await admin.failed(INGEST, start=0, limit=2)
@@ -162,7 +162,7 @@ async def test_failed_jobs_listed_newest_first_with_reason_category_stack_and_pa
 async def test_job_lookup_in_any_state_and_bullmq_keys_are_not_jobs(
     queue_prefix: str, redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with test_runtime(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
+    async with runtime_for(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
         admin = QueueAdmin(rt.deps.producer.queues)
         enqueued = await rt.deps.producer.ingest(ingest_payload(1))
         await rt.deps.producer.queues[INGEST].pause()  # creates the `meta` hash
@@ -182,7 +182,7 @@ async def test_job_lookup_in_any_state_and_bullmq_keys_are_not_jobs(
 async def test_retry_moves_a_failed_job_back_and_a_worker_completes_it(
     queue_prefix: str, redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with test_runtime(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
+    async with runtime_for(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
         admin = QueueAdmin(rt.deps.producer.queues)
         handler = ScriptedHandler(failures=1)
         job_id = (await rt.deps.producer.ingest(ingest_payload(42))).job_id
@@ -207,7 +207,7 @@ async def test_retry_moves_a_failed_job_back_and_a_worker_completes_it(
 async def test_retry_and_delete_refuse_jobs_that_are_not_failed_or_do_not_exist(
     queue_prefix: str, redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with test_runtime(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
+    async with runtime_for(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
         admin = QueueAdmin(rt.deps.producer.queues)
         waiting = (await rt.deps.producer.ingest(ingest_payload(5))).job_id
         with pytest.raises(JobStateConflict, match="is prioritized, not failed") as conflict:
@@ -225,7 +225,7 @@ async def test_retry_and_delete_refuse_jobs_that_are_not_failed_or_do_not_exist(
 async def test_retry_all_failed_counts_and_reprocesses_and_delete_removes_one(
     queue_prefix: str, redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with test_runtime(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
+    async with runtime_for(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
         admin = QueueAdmin(rt.deps.producer.queues)
         ids = await fail_jobs(rt, range(1, 5))
         await admin.delete_failed(INGEST, ids[0])
@@ -249,7 +249,7 @@ async def test_retry_all_failed_counts_and_reprocesses_and_delete_removes_one(
 async def test_clean_removes_finished_jobs_older_than_grace_within_limit(
     queue_prefix: str, redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with test_runtime(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
+    async with runtime_for(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
         admin = QueueAdmin(rt.deps.producer.queues)
         ids = await fail_jobs(rt, range(1, 5))
         # They all failed moments ago: a one-hour grace keeps every one.
@@ -266,7 +266,7 @@ async def test_clean_removes_finished_jobs_older_than_grace_within_limit(
 async def test_retention_drops_old_failures_then_keeps_the_newest(
     queue_prefix: str, redis_url: str, sqlite_url: str, tmp_path: Path
 ) -> None:
-    async with test_runtime(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
+    async with runtime_for(settings_for(queue_prefix, redis_url, sqlite_url, tmp_path)) as rt:
         admin = QueueAdmin(rt.deps.producer.queues)
         ids = await fail_jobs(rt, range(1, 7))
         # Age two failures past the 14-day limit, the way BullMQ records a failure time.

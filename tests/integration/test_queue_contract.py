@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +27,7 @@ from tests.support import (
     FIXTURES,
     make_settings,
     running_workers,
-    test_runtime,
+    runtime_for,
     wait_for,
     write_local_run,
 )
@@ -61,7 +62,7 @@ async def test_node_style_camelcase_job_is_ingested_and_enqueues_analysis(
     settings = make_settings(
         redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
     )
-    async with test_runtime(settings, runs_root=runs) as rt:
+    async with runtime_for(settings, runs_root=runs) as rt:
         ingest_queue = rt.deps.producer.queues[QueueName.RUNS_INGEST]
         # Exactly what the spec's Node example writes: camelCase data, its own options.
         job = await ingest_queue.add(
@@ -76,7 +77,9 @@ async def test_node_style_camelcase_job_is_ingested_and_enqueues_analysis(
         async with running_workers(rt, [QueueName.RUNS_INGEST]):
 
             async def done() -> bool:
-                return await (await _job(rt, QueueName.RUNS_INGEST, str(job.id))).isCompleted()
+                return bool(
+                    await (await _job(rt, QueueName.RUNS_INGEST, str(job.id))).isCompleted()
+                )
 
             await wait_for(done)
         finished = await _job(rt, QueueName.RUNS_INGEST, str(job.id))
@@ -108,7 +111,7 @@ async def test_duplicate_dedup_key_is_processed_once_and_reingest_adds_nothing(
         repository=RepositoryRef(owner="acme", repo="dup", installation_id=1),
         metadata=RunMetadata(run_attempt=1),
     )
-    async with test_runtime(settings, runs_root=runs) as rt:
+    async with runtime_for(settings, runs_root=runs) as rt:
         first = await rt.deps.producer.ingest(payload)
         second = await rt.deps.producer.ingest(payload)
         assert not first.deduplicated
@@ -139,7 +142,7 @@ async def test_invalid_payload_fails_at_once_with_a_clear_reason(
     settings = make_settings(
         redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
     )
-    async with test_runtime(settings, runs_root=tmp_path) as rt:
+    async with runtime_for(settings, runs_root=tmp_path) as rt:
         queue = rt.deps.producer.queues[QueueName.RUNS_INGEST]
         job = await queue.add(
             "process-run",
@@ -149,7 +152,7 @@ async def test_invalid_payload_fails_at_once_with_a_clear_reason(
         async with running_workers(rt, [QueueName.RUNS_INGEST]):
 
             async def failed() -> bool:
-                return await (await _job(rt, QueueName.RUNS_INGEST, str(job.id))).isFailed()
+                return bool(await (await _job(rt, QueueName.RUNS_INGEST, str(job.id))).isFailed())
 
             await wait_for(failed)
         failed_job = await _job(rt, QueueName.RUNS_INGEST, str(job.id))
@@ -171,7 +174,7 @@ async def test_transient_failure_retries_three_times_with_growing_jittered_delay
         attempts.append(time.monotonic())
         raise TransientJobError("GitHub is having a bad day")
 
-    async with test_runtime(settings, runs_root=tmp_path) as rt:
+    async with runtime_for(settings, runs_root=tmp_path) as rt:
         retry = RetryPolicy(base_delay_ms=300, max_delay_ms=700, multiplier=2, jitter=0.2)
         runner = QueueRunner(
             rt.redis_target,
@@ -186,7 +189,9 @@ async def test_transient_failure_retries_three_times_with_growing_jittered_delay
         try:
 
             async def failed() -> bool:
-                return await (await _job(rt, QueueName.RUNS_INGEST, enqueued.job_id)).isFailed()
+                return bool(
+                    await (await _job(rt, QueueName.RUNS_INGEST, enqueued.job_id)).isFailed()
+                )
 
             await wait_for(failed)
         finally:
@@ -195,7 +200,7 @@ async def test_transient_failure_retries_three_times_with_growing_jittered_delay
         assert job.attemptsMade == 3
         assert job.failedReason == "[network] TransientJobError: GitHub is having a bad day"
         assert len(attempts) == 3
-        gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
         # Lower bounds only (a loaded machine may be late, never early): 300 ms x U(0.8, 1.2)
         # then 600 ms x U(0.8, 1.2) capped at 700 ms.
         assert gaps[0] >= 0.24

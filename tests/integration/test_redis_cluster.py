@@ -38,7 +38,7 @@ from flakeguard.bootstrap import sample_queues_once
 from flakeguard.core.models import Priority
 from flakeguard.http.app import create_app
 from tests.conftest import FIXTURES, IN_CI
-from tests.support import make_settings, running_workers, test_runtime, wait_for, write_local_run
+from tests.support import make_settings, running_workers, runtime_for, wait_for, write_local_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -229,7 +229,7 @@ async def test_worker_processes_all_four_queues_on_a_three_master_cluster(
         REDIS_CLUSTER_NODES=redis_cluster.seeds(2),
     )
     repository = RepositoryRef(owner="acme", repo="clustered", installation_id=1)
-    async with test_runtime(settings, runs_root=runs) as rt:
+    async with runtime_for(settings, runs_root=runs) as rt:
         producer = rt.deps.producer
         assert {q.name for q in producer.queues.values()} == {f"{{{q.value}}}" for q in ALL_QUEUES}
         ingest = await producer.ingest(

@@ -16,7 +16,7 @@ from flakeguard.bootstrap import Runtime
 from flakeguard.emulator.payloads import ping_event, user, workflow_run_event
 from flakeguard.emulator.scenario import AppSpec, RepoSpec, RunSpec
 from flakeguard.http.app import create_app
-from tests.support import make_settings, test_runtime
+from tests.support import make_settings, runtime_for
 
 pytestmark = pytest.mark.integration
 SECRET = "It's a Secret to Everybody"
@@ -36,7 +36,7 @@ async def runtime(
         GITHUB_WEBHOOK_SECRET=SECRET,
         WEBHOOK_MAX_BODY_BYTES="200000",
     )
-    async with test_runtime(settings, runs_root=tmp_path) as rt:
+    async with runtime_for(settings, runs_root=tmp_path) as rt:
         yield rt
 
 
@@ -183,7 +183,7 @@ async def test_webhooks_are_disabled_without_a_secret(
         redis_url=redis_url, database_url=sqlite_url, prefix=queue_prefix, data_dir=tmp_path
     )
     body = _run_event()
-    async with test_runtime(settings) as rt, _client(rt) as client:
+    async with runtime_for(settings) as rt, _client(rt) as client:
         response = await client.post(
             "/webhooks/github", content=body, headers=_headers(body, "workflow_run", "n-1")
         )

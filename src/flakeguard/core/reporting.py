@@ -97,21 +97,37 @@ class RunReport:
     default_branch: str = "main"
 
 
+MAX_ACTION_IDENTIFIER_CHARS = 20
+"""GitHub's limit for a check-run button's identifier."""
+
+
 @dataclass(frozen=True, slots=True)
 class Annotation:
+    """A check-run annotation (the GitHub client sends these as they are, 50 per request)."""
+
     path: str
     start_line: int
     end_line: int
     annotation_level: AnnotationLevel
     message: str
-    title: str
+    title: str | None = None
+    raw_details: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
+    """A check-run button. `label` (<= 20) and `description` (<= 40) are shortened when
+    sent; `identifier` comes back in `requested_action` webhooks, so a longer one is an error."""
+
     label: str
     description: str
     identifier: str
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.identifier) <= MAX_ACTION_IDENTIFIER_CHARS:
+            raise ValueError(
+                f"check-run action identifier must be 1-{MAX_ACTION_IDENTIFIER_CHARS} characters"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,6 @@ from flakeguard.adapters.db.history import (
 )
 from flakeguard.adapters.db.runs import StoredRunInfo
 from flakeguard.adapters.github.client import (
-    Action,
-    Annotation,
-    AnnotationLevel,
     CheckRunBody,
     CheckRunConclusion,
     RepoCoords,
@@ -47,6 +44,7 @@ from flakeguard.core.quarantine import (
     manual_remove,
 )
 from flakeguard.core.reporting import (
+    Annotation,
     CheckRunOutput,
     ReportCounts,
     ReportRow,
@@ -132,18 +130,8 @@ def check_run_body(name: str, head_sha: str, output: CheckRunOutput) -> CheckRun
         title=output.title,
         summary=output.summary,
         text=output.text or None,
-        annotations=[
-            Annotation(
-                path=a.path,
-                start_line=a.start_line,
-                end_line=a.end_line,
-                annotation_level=AnnotationLevel(a.annotation_level.value),
-                message=a.message,
-                title=a.title,
-            )
-            for a in output.annotations
-        ],
-        actions=[Action(a.label, a.description, a.identifier) for a in output.actions],
+        annotations=output.annotations,
+        actions=output.actions,
     )
 
 

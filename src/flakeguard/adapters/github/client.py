@@ -42,6 +42,10 @@ from flakeguard.adapters.github.throttle import (
     parse_rate_limit,
     plan_retry,
 )
+from flakeguard.core.reporting import (
+    Action,
+    Annotation,
+)
 from flakeguard.errors import (
     ArtifactExpired,
     GitHubClientError,
@@ -56,7 +60,6 @@ MAX_OUTPUT_CHARS = 65_535
 MAX_ANNOTATIONS_PER_REQUEST = 50
 MAX_ACTIONS = 3
 MAX_ACTION_LABEL_CHARS = 20
-MAX_ACTION_IDENTIFIER_CHARS = 20
 MAX_ACTION_DESCRIPTION_CHARS = 40
 MAX_ANNOTATION_TITLE_CHARS = 255
 MAX_ANNOTATION_MESSAGE_CHARS = 65_535
@@ -190,39 +193,6 @@ class CheckRunConclusion(StrEnum):
     SUCCESS = "success"
     SKIPPED = "skipped"
     TIMED_OUT = "timed_out"
-
-
-class AnnotationLevel(StrEnum):
-    NOTICE = "notice"
-    WARNING = "warning"
-    FAILURE = "failure"
-
-
-@dataclass(frozen=True, slots=True)
-class Annotation:
-    path: str
-    start_line: int
-    end_line: int
-    annotation_level: AnnotationLevel
-    message: str
-    title: str | None = None
-    raw_details: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """A check-run button. `label` (≤ 20) and `description` (≤ 40) are shortened when longer;
-    `identifier` (≤ 20) comes back in `requested_action` webhooks, so a longer one is an error."""
-
-    label: str
-    description: str
-    identifier: str
-
-    def __post_init__(self) -> None:
-        if not 0 < len(self.identifier) <= MAX_ACTION_IDENTIFIER_CHARS:
-            raise ValueError(
-                f"check-run action identifier must be 1-{MAX_ACTION_IDENTIFIER_CHARS} characters"
-            )
 
 
 @dataclass(frozen=True, slots=True)
