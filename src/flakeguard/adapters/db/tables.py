@@ -130,11 +130,13 @@ class ExecutionRow(Base):
     __table_args__ = (Index("ix_executions_test_case", "test_case_id", "workflow_run_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    test_case_id: Mapped[int] = mapped_column(ForeignKey("test_cases.id", ondelete="CASCADE"))
+    # No foreign keys on test_case_id / report_id (migration 0003): rows are written in the
+    # transaction that reads or creates both, and leave with their run (the cascading key).
+    test_case_id: Mapped[int] = mapped_column(BigId)
     workflow_run_id: Mapped[int] = mapped_column(
         ForeignKey("workflow_runs.id", ondelete="CASCADE"), index=True
     )
-    report_id: Mapped[int] = mapped_column(ForeignKey("reports.id", ondelete="CASCADE"))
+    report_id: Mapped[int] = mapped_column(BigId)
     env_key: Mapped[str] = mapped_column(String(255))
     retry_index: Mapped[int] = mapped_column(SmallInteger, default=0)
     is_final: Mapped[bool] = mapped_column(Boolean, default=True)
