@@ -1,0 +1,1 @@
+"""Chaos and fuzz tests: bounded, seeded, each under a minute."""
