@@ -10,34 +10,22 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from flakeguard.adapters.db.history import (
-    ScoredTest,
-    find_repository,
-    list_scored_tests,
-    load_quarantine,
-    save_quarantine,
-    select_cases,
-)
-from flakeguard.adapters.queue.payloads import (
-    RecomputeOptions,
-    RecomputePayload,
-    RecomputeScope,
-    RepositoryRef,
-)
-from flakeguard.bootstrap import open_database, utc_now
 from flakeguard.cli_common import fail, run, settings_or_exit
 from flakeguard.core.exports import pytest_node_id
-from flakeguard.core.quarantine import QuarantinePolicy, manual_add, manual_remove
-from flakeguard.observability import Metrics, configure_logging
-from flakeguard.processors.analysis import ScoringContext
-from flakeguard.processors.tests_recompute import recompute
+from flakeguard.observability import configure_logging
+
+if TYPE_CHECKING:
+    from flakeguard.adapters.db.history import ScoredTest
+
+# The database and processor modules are imported inside the commands: importing them
+# costs about a second, which every `flakeguard ...` invocation would otherwise pay.
 
 quarantine_app = typer.Typer(help="List, add or remove quarantined tests.", no_args_is_help=True)
 RepoOption = Annotated[str, typer.Option("--repo", help="OWNER/NAME")]
@@ -59,6 +47,17 @@ def analyze(
     ] = False,
 ) -> None:
     """Score every test of a repository (the tests-recompute path with scope `all`)."""
+    from flakeguard.adapters.queue.payloads import (
+        RecomputeOptions,
+        RecomputePayload,
+        RecomputeScope,
+        RepositoryRef,
+    )
+    from flakeguard.bootstrap import open_database, utc_now
+    from flakeguard.observability import Metrics
+    from flakeguard.processors.analysis import ScoringContext
+    from flakeguard.processors.tests_recompute import recompute
+
     owner, name = _split(repo)
     settings = settings_or_exit()
     configure_logging(settings.log_level)
@@ -125,6 +124,9 @@ def _as_json(test: ScoredTest) -> dict[str, Any]:
 async def _scored(
     settings: Any, owner: str, name: str, verdicts: list[str] | None
 ) -> list[ScoredTest]:
+    from flakeguard.adapters.db.history import find_repository, list_scored_tests
+    from flakeguard.bootstrap import open_database
+
     async with open_database(settings) as engine:
         info = await find_repository(engine, owner, name)
         if info is None:
@@ -214,6 +216,15 @@ async def _change_quarantine(
     scope: str,
     days: int,
 ) -> int:
+    from flakeguard.adapters.db.history import (
+        find_repository,
+        load_quarantine,
+        save_quarantine,
+        select_cases,
+    )
+    from flakeguard.bootstrap import open_database, utc_now
+    from flakeguard.core.quarantine import QuarantinePolicy, manual_add, manual_remove
+
     async with open_database(settings) as engine:
         info = await find_repository(engine, owner, name)
         if info is None:
