@@ -299,6 +299,7 @@ class LoadTest:
         self._progress = progress
         self._owned_tmp = config.work_dir is None
         self.work_dir = config.work_dir or Path(tempfile.mkdtemp(prefix="flakeguard-loadtest-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = f"lt-{uuid.uuid4().hex[:10]}"
         self.owner_tag = f"lt{uuid.uuid4().hex[:8]}"
         self.services = _Services(config, self.work_dir)
@@ -607,6 +608,8 @@ class LoadTest:
             latencies, stamps, completed, failed, reasons, failed_ids = await self._read_jobs(
                 target, job_ids
             )
+            # Connections pooled before a PostgreSQL restart are dead: start a fresh pool.
+            await engine.dispose()
             duplicated, runs, executions = await self._duplicates(engine)
         finally:
             self._stop.set()
