@@ -132,7 +132,7 @@ async def open_runtime(
         db_url = settings.database_url.get_secret_value() if settings.database_url else None
         engine = create_engine(database_url(db_url, settings.data_dir))
         stack.push_async_callback(engine.dispose)
-        if settings.embedded_database:
+        if settings.embedded_database or engine.dialect.name == "sqlite":  # a file we own
             await migrate(engine)
         producer = JobProducer(
             target,
@@ -178,7 +178,7 @@ async def open_database(settings: Settings) -> AsyncIterator[AsyncEngine]:
     db_url = settings.database_url.get_secret_value() if settings.database_url else None
     engine = create_engine(database_url(db_url, settings.data_dir))
     try:
-        if settings.embedded_database:
+        if settings.embedded_database or engine.dialect.name == "sqlite":  # a file we own
             await migrate(engine)
         yield engine
     finally:

@@ -150,6 +150,48 @@ def test_import_analyze_flaky_and_quarantine_through_the_cli(
     assert "test_ok" not in {t["name"] for t in json.loads(after.stdout)}
 
 
+def test_jobs_of_one_run_attempt_are_each_stored_once(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: one manifest line per matrix leg of the same attempt (idempotent per job)."""
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("LOG_LEVEL", "error")
+    for leg in ("ubuntu", "windows", "macos"):
+        (tmp_path / f"{leg}.xml").write_text(junit({"test_a": "pass", f"test_{leg}": "fail"}))
+    line = {"repo": "acme/shop", "run_id": 42, "attempt": 1, "sha": "f" * 40, "branch": "main"}
+    two = tmp_path / "two.jsonl"
+    two.write_text(
+        "\n".join(
+            json.dumps({**line, "job": leg, "paths": [f"{leg}.xml"]})
+            for leg in ("ubuntu", "windows")
+        )
+    )
+    runner = CliRunner()
+    first = runner.invoke(app, ["import-junit", "--manifest", str(two)])
+    assert first.exit_code == 0, first.output
+    assert "2 run attempts (2 new): 4 test cases" in first.output
+    replay = runner.invoke(app, ["import-junit", "--manifest", str(two)])
+    assert "(0 new): 0 test cases" in replay.output
+    late = runner.invoke(
+        app,
+        [
+            "import-junit",
+            str(tmp_path / "macos.xml"),
+            "--repo",
+            "acme/shop",
+            "--run-id",
+            "42",
+            "--sha",
+            "f" * 40,
+            "--job",
+            "macos",
+        ],
+    )
+    assert "(1 new): 2 test cases" in late.output
+    listed = runner.invoke(app, ["analyze", "--repo", "acme/shop"])
+    assert "scored 4 tests" in listed.output  # test_a + one failing test per leg
+
+
 def test_import_junit_rejects_an_unusable_manifest(
     tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

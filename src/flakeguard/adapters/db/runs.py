@@ -156,7 +156,10 @@ async def store_run(
     limits: ParseLimits | None = None,
     case_cache: CaseIdCache | None = None,
 ) -> StoredRun:
-    """Store every report of `run` in one transaction; a second call changes nothing.
+    """Store the reports of `run` in one transaction, each environment once.
+
+    Idempotent per (run, attempt, environment): a second call with the same environments
+    changes nothing (`created` is False); a call bringing a job not stored yet adds it.
 
     `case_cache` (same repository) saves the test_cases lookups of tests seen before.
     """
@@ -187,18 +190,46 @@ async def store_run(
             .returning(runs.c.id)
         )
         row = inserted.first()
+        known_envs: set[str] = set()
+        previous: tuple[int, int, list[dict[str, Any]]] = (0, 0, [])
         if row is None:
-            existing = await conn.scalar(
-                select(runs.c.id).where(
-                    runs.c.repository_id == repository_id,
-                    runs.c.run_id == run.run_id,
-                    runs.c.run_attempt == run.attempt,
+            # Stored before: lock the row (concurrent imports of this attempt wait here),
+            # then add only the environments it does not hold yet.
+            found = (
+                await conn.execute(
+                    select(runs.c.id, runs.c.envs, runs.c.cases, runs.c.executions, runs.c.problems)
+                    .where(
+                        runs.c.repository_id == repository_id,
+                        runs.c.run_id == run.run_id,
+                        runs.c.run_attempt == run.attempt,
+                    )
+                    .with_for_update()
                 )
-            )
-            return StoredRun(workflow_run_id=existing, created=False)
-        result = StoredRun(workflow_run_id=int(row[0]), created=True)
+            ).one()
+            result = StoredRun(workflow_run_id=int(found.id), created=False)
+            if found.envs is None:
+                # Stored before environments were recorded (migration 0004): its reports
+                # tell which jobs it holds; one with none is taken as complete.
+                reports = table_of(ReportRow)
+                stored_envs = await conn.execute(
+                    select(reports.c.env_key)
+                    .where(reports.c.workflow_run_id == found.id)
+                    .distinct()
+                )
+                known_envs = {str(e) for (e,) in stored_envs}
+                if not known_envs:
+                    return result
+            else:
+                known_envs = set(found.envs)
+            previous = (found.cases, found.executions, list(found.problems or ()))
+        else:
+            result = StoredRun(workflow_run_id=int(row[0]), created=True)
         case_ids: set[int] = set()
+        new_envs: set[str] = set()
         async for env_key, item in groups:
+            if env_key in known_envs:
+                continue  # this job of this attempt was stored before: idempotent
+            new_envs.add(env_key)
             if isinstance(item, ReportProblem):
                 result.problems.append(item)
                 continue
@@ -225,13 +256,18 @@ async def store_run(
             case_ids.update(ids)
             result.cases += len(parsed.cases)
             result.executions += sum(len(c.attempts) for c in parsed.cases)
+        if not new_envs:
+            return result  # nothing new: a true re-delivery
+        result.created = True
         await conn.execute(
             update(runs)
             .where(runs.c.id == result.workflow_run_id)
             .values(
-                cases=result.cases,
-                executions=result.executions,
-                problems=[
+                cases=previous[0] + result.cases,
+                executions=previous[1] + result.executions,
+                envs=sorted(known_envs | new_envs),
+                problems=previous[2]
+                + [
                     {"source": p.source, "reason": p.reason, "partial": p.partial}
                     for p in result.problems
                 ]

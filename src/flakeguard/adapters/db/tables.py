@@ -90,6 +90,8 @@ class WorkflowRunRow(Base):
     executions: Mapped[int] = mapped_column(Integer, default=0)
     problems: Mapped[list[dict[str, object]] | None] = mapped_column(JSON, nullable=True)
     """Files of the run that could not be used, with their reason (never retried)."""
+    envs: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    """Environments (job / artifact keys) stored: each is ingested once per run attempt."""
 
 
 class ReportRow(Base):
