@@ -207,3 +207,53 @@ async def test_transient_failure_retries_three_times_with_growing_jittered_delay
         assert gaps[1] >= 0.48
         retried = rt.deps.metrics.job_retries.labels("runs-ingest", "network")._value.get()
         assert retried == 3
+
+
+async def test_dependency_outage_waits_without_using_attempts(
+    queue_prefix: str, redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    """A database outage longer than the retry budget must not send jobs to the DLQ."""
+    settings = make_settings(
+        redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
+    )
+    calls: list[float] = []
+
+    async def database_down_three_times(
+        payload: RunsIngestPayload, ctx: JobContext
+    ) -> Mapping[str, Any] | None:
+        calls.append(time.monotonic())
+        if len(calls) <= 3:  # more failures than the job has attempts (2)
+            raise OSError(111, "Connection refused") from ConnectionRefusedError()
+        return {"ok": True}
+
+    async with runtime_for(settings, runs_root=tmp_path) as rt:
+        runner = QueueRunner(
+            rt.redis_target,
+            QueueHandler(QueueName.RUNS_INGEST, RunsIngestPayload, database_down_three_times, 1),
+            WorkerOptions(
+                retry=RetryPolicy(base_delay_ms=100, max_delay_ms=200), prefix=queue_prefix
+            ),
+            rt.deps.metrics,
+        )
+        queue = rt.deps.producer.queues[QueueName.RUNS_INGEST]
+        job = await queue.add(
+            "process-run",
+            {"workflowRunId": 3, "repository": {"owner": "a", "repo": "b"}},
+            {"priority": 3, "attempts": 2},
+        )
+        await runner.start()
+        try:
+
+            async def completed() -> bool:
+                return bool(
+                    await (await _job(rt, QueueName.RUNS_INGEST, str(job.id))).isCompleted()
+                )
+
+            await wait_for(completed)
+        finally:
+            await runner.close(5)
+        done = await _job(rt, QueueName.RUNS_INGEST, str(job.id))
+        assert done.returnvalue == {"ok": True}
+        assert len(calls) == 4
+        assert done.attemptsMade == 1  # three outages cost no attempt
+        assert done.data["_outageRetries"] == 3

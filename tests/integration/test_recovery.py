@@ -109,6 +109,8 @@ async def test_worker_factory_applies_the_bullmq_fixes(queue_prefix: str, redis_
         assert worker.opts["drainDelay"] == 1
         assert worker.opts["lockDuration"] == 10_000
         assert worker.opts["stalledInterval"] == 5_000
+        assert worker.opts["lockRenewTime"] == 2_500  # renewals survive a starved loop
+        assert worker.opts["maxStalledCount"] == 2
         assert callable(worker.opts["settings"]["backoffStrategy"])
     finally:
         await runner.close(5)

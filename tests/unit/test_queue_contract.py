@@ -135,3 +135,19 @@ def test_error_classification() -> None:
     assert classify(OSError(28, "No space left on device")) is ErrorCategory.SYSTEM
     assert classify(ConnectionRefusedError()) is ErrorCategory.NETWORK
     assert classify(ValueError("parse")) is ErrorCategory.PROCESSING
+
+
+def test_outages_are_told_apart_from_bad_queries() -> None:
+    import redis.exceptions
+    from sqlalchemy import exc as sa_exc
+
+    from flakeguard.adapters.queue.runner import is_outage
+
+    assert is_outage(redis.exceptions.ConnectionError("down"))
+    assert is_outage(sa_exc.OperationalError("SELECT 1", {}, OSError("refused")))
+    assert is_outage(sa_exc.DBAPIError("SELECT 1", {}, Exception("x"), connection_invalidated=True))
+    wrapped = RuntimeError("while storing")
+    wrapped.__cause__ = ConnectionRefusedError()
+    assert is_outage(wrapped)
+    assert not is_outage(sa_exc.IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert not is_outage(ValueError("bad data"))

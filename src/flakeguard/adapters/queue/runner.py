@@ -79,8 +79,13 @@ def backoff_delay_ms(
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     lock_duration_ms: int = 10_000
+    lock_renew_ms: int = 2_500
+    """Renew 4 times per lock period: a CPU-starved event loop has 7.5 s of slack."""
     stalled_interval_ms: int = 5_000
-    max_stalled_count: int = 1
+    max_stalled_count: int = 2
+    """A job that stalls twice (two crashed workers, or a starved one) fails; once is recovered."""
+    max_outage_retries: int = 40
+    """Re-delays for a database/Redis/network outage, outside the job's attempts (~15 min)."""
     drain_delay_s: int = 1
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     worker_name: str = "flakeguard-worker"
@@ -129,6 +134,30 @@ def classify(error: BaseException) -> ErrorCategory:
     ):
         return ErrorCategory.SYSTEM
     return ErrorCategory.PROCESSING
+
+
+def is_outage(error: BaseException) -> bool:
+    """A dependency is unreachable (not a bad query or bad data): wait, don't burn attempts.
+
+    True for lost or refused connections to PostgreSQL, Redis or the network; false for
+    errors a retry cannot fix (constraint violations, programming errors).
+    """
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return True
+    if isinstance(error, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return True
+    seen: BaseException | None = error
+    while seen is not None:  # asyncpg / OS errors arrive wrapped
+        if isinstance(seen, (ConnectionError, TimeoutError)) or type(seen).__name__ in (
+            "CannotConnectNowError",
+            "ConnectionDoesNotExistError",
+            "ConnectionFailureError",
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _validation_summary(error: ValidationError) -> str:
@@ -189,6 +218,7 @@ class QueueRunner(Generic[P]):
                 "autorun": False,
                 "drainDelay": o.drain_delay_s,
                 "lockDuration": o.lock_duration_ms,
+                "lockRenewTime": o.lock_renew_ms,
                 "stalledInterval": o.stalled_interval_ms,
                 "maxStalledCount": o.max_stalled_count,
                 "name": o.worker_name,
@@ -310,6 +340,21 @@ class QueueRunner(Generic[P]):
             raise DelayedError() from None
         except PermanentJobError as error:
             raise UnrecoverableError(f"[{error.category}] {error}") from None
+        except Exception as error:
+            outages = int(data.get("_outageRetries") or 0)
+            if not is_outage(error) or outages >= self._options.max_outage_retries:
+                raise
+            # Like a rate limit: wait for the dependency to come back without using one of
+            # the job's attempts (a 20 s PostgreSQL restart must not send jobs to the DLQ).
+            category = classify(error)
+            wait_ms = backoff_delay_ms(outages + 1, self._options.retry, self._rng.uniform)
+            log.warning(
+                "job.dependency_down", category=category, retry_in_ms=wait_ms, outage=outages + 1
+            )
+            self._metrics.job_retries.labels(self._handler.queue.value, category.value).inc()
+            await job.updateData({**data, "_outageRetries": outages + 1})
+            await job.moveToDelayed(int(time.time() * 1000) + wait_ms, token)
+            raise DelayedError() from None
         return dict(result) if result is not None else None
 
 
