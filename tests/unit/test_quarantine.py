@@ -283,3 +283,17 @@ def test_active_state_keeps_counting() -> None:
     state = decide(active(), s, History().add("P P FP P").records, now=NOW, policy=POLICY)
     assert state is not None
     assert (state.state, state.clean_runs_since, state.since) == (QuarantineStatus.ACTIVE, 1, T0)
+
+
+def test_no_entry_when_already_clean_long_enough_to_be_released() -> None:
+    """A test fixed weeks ago and analysed for the first time (a backfill) is not
+    quarantined: the clean streak a release would demand has already happened."""
+    s = score(Verdict.FLAKY, unexplained=29, n=98, last_evidence_days_ago=5)
+    needed = release_runs_needed(s, POLICY, clean_attempts=40)
+    long_clean = History().add("FP " + " ".join(["P"] * 40)).records
+    short_clean = History().add("FP " + " ".join(["P"] * (needed - 2))).records
+    assert needed <= 40
+    assert decide(None, s, long_clean, now=NOW, policy=POLICY) is None
+    entered = decide(None, s, short_clean, now=NOW, policy=POLICY)
+    assert entered is not None
+    assert entered.state is QuarantineStatus.ACTIVE

@@ -310,6 +310,12 @@ def _maybe_enter(
         if last_ts is None or datetime.fromtimestamp(last_ts, UTC) <= current.released_at:
             return current
     scope = scope_for(score, policy)
+    clean, clean_attempts = _clean_streak(history, scope, policy.infra_failed_share)
+    if clean >= release_runs_needed(score, policy, scope=scope, clean_attempts=clean_attempts):
+        # Already as clean as a release demands (e.g. fixed weeks ago, first analysed now):
+        # entering would only be undone by the next decision. One-shot analysis of a
+        # backfill and analysis after every run then agree.
+        return current
     signatures = frozenset(
         r.signature
         for r in history
