@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from flakeguard.adapters.db.engine import create_engine, database_url
-from flakeguard.loadtest import LoadReport, LoadTest, LoadTestConfig, parse_faults
+from flakeguard.loadtest.faults import parse_faults
+from flakeguard.loadtest.run import LoadReport, LoadTest, LoadTestConfig
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(90)]
 

@@ -1,27 +1,6 @@
 """`flakeguard load-test`: real worker processes against the GitHub emulator, measured.
 
-See docs/load-test.md for the scenarios, the figures and the exact commands.
+See docs/load-test.md for the scenarios, the figures and the exact commands. Import the
+pieces from `flakeguard.loadtest.run` and `.faults`: this package imports nothing heavy,
+so registering the CLI command stays cheap.
 """
-
-from flakeguard.loadtest.faults import FaultPlan, FaultSpecError, Outage, parse_faults
-from flakeguard.loadtest.run import (
-    LoadReport,
-    LoadTest,
-    LoadTestConfig,
-    LoadTestError,
-    percentile,
-    run_load_test,
-)
-
-__all__ = [
-    "FaultPlan",
-    "FaultSpecError",
-    "LoadReport",
-    "LoadTest",
-    "LoadTestConfig",
-    "LoadTestError",
-    "Outage",
-    "parse_faults",
-    "percentile",
-    "run_load_test",
-]

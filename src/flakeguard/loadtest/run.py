@@ -113,7 +113,10 @@ class LoadReport:
     error_rate: float
     jobs_completed: int
     jobs_failed: int
+    jobs_unfinished: int
+    """Still queued or running when the wait ended: throughput too low, not lost."""
     jobs_lost: int
+    """Enqueued, then gone without completing or failing: the number that must be 0."""
     rows_duplicated: int
     runs_stored: int
     executions_stored: int
@@ -472,12 +475,18 @@ class LoadTest:
 
     async def _read_jobs(
         self, target: RedisTarget, job_ids: list[str]
-    ) -> tuple[list[float], list[float], int, int, collections.Counter[str], set[str]]:
+    ) -> tuple[list[float], list[float], int, int, int, collections.Counter[str], set[str]]:
+        """Latencies, time stamps, completed, failed, unfinished, failure reasons, failed ids.
+
+        A job whose hash still exists but is neither completed nor failed is *unfinished*
+        (still queued, delayed or active when the wait ended: too slow, not lost); a job whose
+        hash is gone without a completion is *lost* (the caller counts those).
+        """
         client = target.client()
         base = f"{self.prefix}:{QueueName.RUNS_INGEST.value}"
         latencies: list[float] = []
         stamps: list[float] = []
-        completed = failed = 0
+        completed = failed = unfinished = 0
         reasons: collections.Counter[str] = collections.Counter()
         failed_ids: set[str] = set()
         try:
@@ -499,9 +508,11 @@ class LoadTest:
                         failed += 1
                         failed_ids.add(job_id)
                         reasons[re.sub(r"\d+", "N", str(reason))[:120]] += 1
+                    elif stamp is not None:
+                        unfinished += 1
         finally:
             await client.aclose()
-        return latencies, stamps, completed, failed, reasons, failed_ids
+        return latencies, stamps, completed, failed, unfinished, reasons, failed_ids
 
     async def _duplicates(self, engine: AsyncEngine) -> tuple[int, int, int]:
         """(duplicated rows, runs stored, executions stored) for this test's repositories."""
@@ -605,9 +616,15 @@ class LoadTest:
             await enqueue
             await chaos_task
             duration_s = time.monotonic() - self._t0
-            latencies, stamps, completed, failed, reasons, failed_ids = await self._read_jobs(
-                target, job_ids
-            )
+            (
+                latencies,
+                stamps,
+                completed,
+                failed,
+                unfinished,
+                reasons,
+                failed_ids,
+            ) = await self._read_jobs(target, job_ids)
             # Connections pooled before a PostgreSQL restart are dead: start a fresh pool.
             await engine.dispose()
             duplicated, runs, executions = await self._duplicates(engine)
@@ -637,7 +654,8 @@ class LoadTest:
             error_rate=round(failed / total, 4),
             jobs_completed=completed,
             jobs_failed=failed,
-            jobs_lost=total - completed - failed,
+            jobs_unfinished=unfinished,
+            jobs_lost=total - completed - failed - unfinished,
             rows_duplicated=duplicated,
             runs_stored=runs,
             executions_stored=executions,
