@@ -33,7 +33,9 @@ from flakeguard.core.reporting import (
 )
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "reporting"
-OPENAPI = Path("/work/shared/github-openapi/rest-subset.json")
+OPENAPI = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "github" / "openapi" / "rest-subset.json"
+)
 UPDATE = os.environ.get("FLAKEGUARD_UPDATE_GOLDEN") == "1"
 SHA = "9f1c2e3d4b5a69788796a5b4c3d2e1f0a9b8c7d6"
 

@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 
 from flakeguard.core.sniff import HeadKind, HeadSniff, looks_like_junit, sniff_head
 
-CORPUS = Path(os.environ.get("FLAKEGUARD_JUNIT_CORPUS", "/work/shared/junit-corpus"))
+CORPUS = Path(
+    os.environ.get(
+        "FLAKEGUARD_JUNIT_CORPUS", Path(__file__).resolve().parents[1] / "fixtures" / "junit"
+    )
+)
 SNIFF_BYTES = 4096
 
 NOT_JUNIT_IN_CORPUS = {
