@@ -156,6 +156,13 @@ def configure_logging(level: LogLevel, *, stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(number, logging.DEBUG))
+    # Libraries that configure their own handlers (uvicorn's default config, say) would
+    # bypass the JSON format: route them through the root handler.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "bullmq"):
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+        library.disabled = False
     for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(max(number, logging.WARNING))
 

@@ -14,7 +14,11 @@ def test_json_lines_have_the_specs_shape_and_job_context() -> None:
     with log_context(jobId="job_123", correlationId="corr_456"):
         get_logger().info("Processing runs ingestion job", workflowRunId=789, token="ghs_secret")
     get_logger().debug("hidden at info")
-    logging.getLogger("uvicorn").warning("library line")
+    library = logging.getLogger("uvicorn.error")
+    library.handlers[:] = [logging.NullHandler()]  # as a library's own logging config leaves it
+    library.propagate = False
+    configure_logging(LogLevel.INFO, stream=out)  # takes library loggers back
+    library.warning("library line")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 2
     first = lines[0]
