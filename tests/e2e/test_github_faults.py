@@ -251,12 +251,22 @@ async def test_faults_lose_no_job_duplicate_nothing_and_honour_githubs_waits(env
             env.job_ids[run_id] = enqueued.job_id
 
         # Long waits re-delay the job instead of holding a worker slot, without an attempt.
-        for name, wait_s in (("secondary", SECONDARY_FALLBACK_S), ("primary", PRIMARY_RESET_S)):
+        # The secondary limit's 60 s fallback counts from when it fires; the primary limit's
+        # reset is a fixed time on the fake clock, which other jobs' recorded sleeps (5xx
+        # backoff, retry-after) move forward before it fires: at most by the final offset.
+        for name, wait_s, clock_advance_s in (
+            ("secondary", SECONDARY_FALLBACK_S, 0.0),
+            ("primary", PRIMARY_RESET_S, None),
+        ):
             run_id = RUN_ID[name]
             await _wait_state(env, run_id, {"delayed"})
             job = await _job(env, run_id)
             assert job.attemptsMade == 0
-            assert await _delayed_until_ms(env, run_id) >= enqueued_at_ms + wait_s * 1000
+            advance_s = fake.offset_s if clock_advance_s is None else clock_advance_s
+            delayed_until_ms = await _delayed_until_ms(env, run_id)
+            assert delayed_until_ms >= enqueued_at_ms + (wait_s - advance_s) * 1000
+            # Far longer than any inline wait: the job was re-delayed, not slept in a slot.
+            assert delayed_until_ms >= enqueued_at_ms + 50_000
         assert emu.faults.fired(secondary) == 1
         assert emu.faults.fired(primary) == 1
 
