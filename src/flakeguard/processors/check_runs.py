@@ -9,7 +9,7 @@ commit: the latest attempt of each run at that SHA.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import structlog
@@ -24,8 +24,9 @@ from flakeguard.adapters.db.checks import (
 from flakeguard.adapters.db.history import (
     CaseInfo,
     RepositoryInfo,
+    StoredScore,
     load_quarantine,
-    load_rollups,
+    load_stored_scores,
     save_quarantine,
     select_cases,
 )
@@ -63,7 +64,7 @@ UNQUARANTINE = "unquarantine"
 
 def report_rows(
     outcomes: Sequence[ShaOutcome],
-    scores: dict[str, FlakeScore],
+    scores: Mapping[str, FlakeScore | StoredScore],
     quarantine: dict[str, QuarantineState],
 ) -> tuple[ReportRow, ...]:
     """The tests worth showing: failed at this SHA, or flaky / suspected / quarantined."""
@@ -104,16 +105,16 @@ def annotation_key(annotation: Annotation) -> str:
 
 async def _complete(
     deps: Deps, outcomes: Sequence[ShaOutcome], result: AnalysisResult
-) -> tuple[dict[str, FlakeScore], dict[str, QuarantineState]]:
+) -> tuple[dict[str, FlakeScore | StoredScore], dict[str, QuarantineState]]:
     """Scores and active quarantines of every test at the SHA: this analysis's, else stored."""
-    scores = dict(result.rollups)
+    scores: dict[str, FlakeScore | StoredScore] = dict(result.rollups)
     quarantine = dict(result.quarantine)
     missing = [
         CaseInfo(o.test_case_id, o.test_key, "", o.class_name, o.name, o.file)
         for o in outcomes
         if o.test_key not in scores
     ]
-    scores.update(await load_rollups(deps.engine, missing))
+    scores.update(await load_stored_scores(deps.engine, missing))
     states = await load_quarantine(deps.engine, {c.test_key: c.id for c in missing})
     for key, found in states.items():
         active = [s for s in found if s.is_active]

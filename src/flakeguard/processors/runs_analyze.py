@@ -12,7 +12,7 @@ from flakeguard.adapters.db.history import (
     CaseInfo,
     find_repository,
     load_quarantine,
-    load_rollups,
+    load_stored_scores,
     run_case_ids,
     select_cases,
     unsettled_case_ids,
@@ -40,7 +40,7 @@ async def cases_to_rescore(deps: Deps, touched: list[CaseInfo], run_row_id: int)
     `tests-recompute` and `flakeguard analyze` still re-score everything.
     """
     unsettled = await unsettled_case_ids(deps.engine, run_row_id)
-    stored = await load_rollups(deps.engine, touched)
+    stored = await load_stored_scores(deps.engine, touched)
     quarantined = {
         key
         for key, states in (

@@ -22,7 +22,7 @@ from flakeguard.adapters.db.tables import (
     WorkflowRunRow,
     table_of,
 )
-from flakeguard.core.models import Components, ExecutionRecord, FlakeScore, Outcome, Verdict
+from flakeguard.core.models import ExecutionRecord, FlakeScore, Outcome, Verdict
 from flakeguard.core.quarantine import QuarantineState, QuarantineStatus
 
 _OUTCOMES = {o.value: o for o in Outcome}
@@ -412,34 +412,35 @@ async def list_scored_tests(
     return list(out.values())
 
 
-async def load_rollups(engine: AsyncEngine, cases: Sequence[CaseInfo]) -> dict[str, FlakeScore]:
+@dataclass(frozen=True, slots=True)
+class StoredScore:
+    """What listings and check runs need of a stored roll-up score (no evidence JSON)."""
+
+    verdict: Verdict
+    score: float
+    runs: int
+    failures: int
+
+
+async def load_stored_scores(
+    engine: AsyncEngine, cases: Sequence[CaseInfo]
+) -> dict[str, StoredScore]:
     """The stored roll-up (scope "*") score of each case that has one, by test key."""
     if not cases:
         return {}
     s = table_of(FlakeScoreRow)
     key_of = {c.id: c.test_key for c in cases}
-    out: dict[str, FlakeScore] = {}
+    out: dict[str, StoredScore] = {}
     ids = list(key_of)
     async with reading(engine) as conn:
         for start in range(0, len(ids), 5000):
             rows = await conn.execute(
-                select(s).where(s.c.test_case_id.in_(ids[start : start + 5000]), s.c.scope == "*")
-            )
-            for row in rows:
-                out[key_of[row.test_case_id]] = FlakeScore(
-                    test_key=key_of[row.test_case_id],
-                    scope=row.scope,
-                    score=row.score,
-                    components=Components(
-                        row.failure_rate, row.inconsistency, row.recency, row.branch_diversity
-                    ),
-                    verdict=Verdict(row.verdict),
-                    confidence=row.confidence,
-                    reason=row.reason,
-                    runs=row.runs,
-                    failures=row.failures,
-                    evidence=dict(row.evidence or {}),
+                select(s.c.test_case_id, s.c.verdict, s.c.score, s.c.runs, s.c.failures).where(
+                    s.c.test_case_id.in_(ids[start : start + 5000]), s.c.scope == "*"
                 )
+            )
+            for case_id, verdict, score, runs, failures in rows:
+                out[key_of[case_id]] = StoredScore(Verdict(verdict), score, runs, failures)
     return out
 
 
