@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import psutil
 
+from flakeguard.adapters.db.runs import EXECUTION_COLUMNS
+
 ADMIN_DSN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 ENVS = ("ci/ubuntu", "ci/windows", "ci/macos")
 
@@ -140,19 +142,7 @@ async def load(dsn: str, tests: int, runs: int, seed: int) -> int:
                     )
                     for i, o in enumerate(outcomes)
                 ],
-                columns=[
-                    "test_case_id",
-                    "workflow_run_id",
-                    "report_id",
-                    "env_key",
-                    "retry_index",
-                    "is_final",
-                    "outcome",
-                    "duration_s",
-                    "failure_type",
-                    "signature",
-                    "message",
-                ],
+                columns=list(EXECUTION_COLUMNS),
             )
             total += tests
         await conn.execute("ANALYZE")

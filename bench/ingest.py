@@ -33,6 +33,8 @@ from typing import Any
 import asyncpg
 import psutil
 
+from flakeguard.adapters.db.runs import EXECUTION_COLUMNS
+
 SEED = 20240602
 SUITES = 50
 PG_SERVER = os.environ.get("FLAKEGUARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -155,19 +157,7 @@ async def copy_reference(dsn: str, records: list[list[tuple[Any, ...]]]) -> floa
         await conn.execute(
             "CREATE TABLE bench_executions (LIKE executions INCLUDING DEFAULTS INCLUDING INDEXES)"
         )
-        columns = [
-            "test_case_id",
-            "workflow_run_id",
-            "report_id",
-            "env_key",
-            "retry_index",
-            "is_final",
-            "outcome",
-            "duration_s",
-            "failure_type",
-            "signature",
-            "message",
-        ]
+        columns = list(EXECUTION_COLUMNS)
         start = time.perf_counter()
         for run_records in records:
             async with conn.transaction():

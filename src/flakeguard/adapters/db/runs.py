@@ -34,7 +34,7 @@ from flakeguard.adapters.db.tables import (
 from flakeguard.core.junit import ParseLimits, ReportReader
 from flakeguard.core.models import FAILING, RAN, CaseResult, ReportProblem, RunRef
 
-_EXECUTION_COLUMNS = (
+EXECUTION_COLUMNS = (  # the COPY column order of an execution row (also used by bench/)
     "test_case_id",
     "workflow_run_id",
     "report_id",
@@ -490,12 +490,12 @@ async def _insert_executions(conn: AsyncConnection, rows: Iterable[tuple[Any, ..
         if driver is None:
             raise RuntimeError("asyncpg connection is not open")
         await driver.copy_records_to_table(
-            "executions", records=records, columns=list(_EXECUTION_COLUMNS)
+            "executions", records=records, columns=list(EXECUTION_COLUMNS)
         )
         return
     await conn.execute(
         insert(table_of(ExecutionRow)),
-        [dict(zip(_EXECUTION_COLUMNS, record, strict=True)) for record in records],
+        [dict(zip(EXECUTION_COLUMNS, record, strict=True)) for record in records],
     )
 
 
