@@ -1,8 +1,9 @@
 """Runs ingested per minute from the GitHub emulator, and the API calls spent per run.
 
 One worker process (the four queue runners in this process), real Redis (own key prefix,
-deleted afterwards) and PostgreSQL (own database, dropped afterwards), the emulator in a
-background thread. The scenario: one installation, `--repos` repositories, `--runs` completed
+deleted afterwards) and PostgreSQL (own database, dropped afterwards), the emulator in its own
+process (`--emulator-in-process` serves it from a thread here instead, competing for the GIL).
+The scenario: one installation, `--repos` repositories, `--runs` completed
 runs with one artifact each (a ZIP of one generated JUnit file with `--tests` test cases,
 ~2 % failing, fixed seed), each run at its own head SHA (the worst case: one check-run create
 per run). The clock starts when the discovery `polling` job is enqueued (discovery → one
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import random
 import re
@@ -30,8 +32,9 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -123,7 +126,7 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-async def measure(args: argparse.Namespace) -> dict[str, Any]:
+def build_scenario(args: argparse.Namespace) -> tuple[Scenario, tuple[RepoSpec, ...]]:
     repos = tuple(
         RepoSpec(id=9100 + i, owner="bench", name=f"repo{i}", installation_id=INSTALLATION_ID)
         for i in range(args.repos)
@@ -133,19 +136,116 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         repos=repos,
         artifact_templates={"junit": zip_members({"junit.xml": junit_xml(args.tests, SEED)})},
     )
-    prefix = f"fgbench-{uuid.uuid4().hex[:8]}"
+    return scenario, repos
+
+
+def add_runs(emu: Any, repos: tuple[RepoSpec, ...], runs: int) -> None:
     started_at = datetime.now(UTC) - timedelta(hours=1)
-    with own_database() as pg_url, TemporaryDirectory() as data_dir:
+    for i in range(runs):
+        emu.add_run(
+            repos[i % len(repos)],
+            500_000 + i,
+            head_sha=f"{i:040x}",
+            created_at=started_at + timedelta(seconds=i),
+            conclusion="failure",
+            artifacts=[("junit", "junit")],
+        )
+
+
+def emulator_process(conn: Connection, args: argparse.Namespace) -> None:
+    """The emulator in its own process (GitHub is not in the worker's process either)."""
+
+    async def serve() -> None:
+        scenario, repos = build_scenario(args)
         async with run_emulator(scenario) as emu:
-            for i in range(args.runs):
-                emu.add_run(
-                    repos[i % len(repos)],
-                    500_000 + i,
-                    head_sha=f"{i:040x}",
-                    created_at=started_at + timedelta(seconds=i),
-                    conclusion="failure",
-                    artifacts=[("junit", "junit")],
-                )
+            add_runs(emu, repos, args.runs)
+            conn.send({"api_url": emu.api_url, "app_id": emu.app_id, "key": emu.private_key_pem})
+            loop = asyncio.get_running_loop()
+            while True:
+                message = await loop.run_in_executor(None, conn.recv)
+                if message == "clear":
+                    emu.clear_requests()
+                    conn.send("cleared")
+                elif message == "stop":
+                    conn.send(
+                        {
+                            "api": Counter(
+                                endpoint_of(r.method, r.path) for r in emu.api_requests()
+                            ),
+                            "blobs": len(emu.blob_requests()),
+                            "check_runs": len(emu.check_runs),
+                        }
+                    )
+                    return
+
+    asyncio.run(serve())
+
+
+class RemoteEmulator:
+    """The parts of the emulator `measure` uses, served by `emulator_process`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._conn, child = multiprocessing.get_context("spawn").Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=emulator_process, args=(child, args), daemon=True
+        )
+        self._process.start()
+        started = self._conn.recv()
+        self.api_url: str = started["api_url"]
+        self.app_id: str = started["app_id"]
+        self.private_key_pem: str = started["key"]
+        self.summary: dict[str, Any] = {}
+
+    def clear_requests(self) -> None:
+        self._conn.send("clear")
+        self._conn.recv()
+
+    def stop(self) -> None:
+        self._conn.send("stop")
+        self.summary = self._conn.recv()
+        self._process.join(timeout=10)
+
+
+class LocalEmulator:
+    """The same interface over an emulator served from a thread of this process."""
+
+    def __init__(self, emu: Any) -> None:
+        self._emu = emu
+        self.api_url: str = emu.api_url
+        self.app_id: str = emu.app_id
+        self.private_key_pem: str = emu.private_key_pem
+        self.summary: dict[str, Any] = {}
+
+    def clear_requests(self) -> None:
+        self._emu.clear_requests()
+
+
+@contextlib.asynccontextmanager
+async def emulator_for(args: argparse.Namespace) -> AsyncIterator[Any]:
+    if args.emulator_in_process:
+        scenario, repos = build_scenario(args)
+        async with run_emulator(scenario) as emu:
+            add_runs(emu, repos, args.runs)
+            local = LocalEmulator(emu)
+            yield local
+            local.summary = {
+                "api": Counter(endpoint_of(r.method, r.path) for r in emu.api_requests()),
+                "blobs": len(emu.blob_requests()),
+                "check_runs": len(emu.check_runs),
+            }
+        return
+    remote = RemoteEmulator(args)
+    try:
+        yield remote
+    finally:
+        if not remote.summary:
+            remote.stop()
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    prefix = f"fgbench-{uuid.uuid4().hex[:8]}"
+    with own_database() as pg_url, TemporaryDirectory() as data_dir:
+        async with emulator_for(args) as emu:
             settings = load_settings(
                 {
                     "REDIS_URL": REDIS_URL,
@@ -221,9 +321,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         )
             finally:
                 drop_prefix(prefix)
-            api = Counter(endpoint_of(r.method, r.path) for r in emu.api_requests())
-            blobs = len(emu.blob_requests())
-            check_runs = len(emu.check_runs)
+            if isinstance(emu, RemoteEmulator):
+                emu.stop()
+        summary = emu.summary
+        api, blobs, check_runs = summary["api"], summary["blobs"], summary["check_runs"]
     return {
         "total_s": total_s,
         "ingest_s": ingest_done_s,
@@ -282,6 +383,11 @@ def main() -> None:
     parser.add_argument("--analyze-concurrency", type=int, default=8)
     parser.add_argument("--write-spacing-ms", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument(
+        "--emulator-in-process",
+        action="store_true",
+        help="serve GitHub from a thread of the worker's process (it then competes for the GIL)",
+    )
     args = parser.parse_args()
     report(args, asyncio.run(measure(args)))
 
