@@ -11,6 +11,7 @@ from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import PollingPayload
 from flakeguard.adapters.queue.runner import JobContext, QueueHandler
 from flakeguard.deps import Deps
+from flakeguard.processors.discovery import poll_repositories
 
 log = structlog.get_logger("flakeguard.polling")
 
@@ -19,8 +20,6 @@ async def poll(deps: Deps, payload: PollingPayload) -> dict[str, Any]:
     if deps.github is None:
         log.info("polling.skipped", reason="GitHub App not configured")
         return {"skipped": "GitHub App not configured", "enqueued": 0}
-    from flakeguard.processors.discovery import poll_repositories
-
     return await poll_repositories(deps, payload)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,8 @@ def reading(engine: AsyncEngine) -> AsyncConnection:
     Use as `async with reading(engine) as conn:`; writes keep using `engine.begin()`.
     """
     return engine.execution_options(isolation_level="AUTOCOMMIT").connect()
+
+
+def aware(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.engine import dialect_insert, reading
+from flakeguard.adapters.db.engine import aware, dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -27,11 +27,6 @@ from flakeguard.core.quarantine import QuarantineState, QuarantineStatus
 
 _OUTCOMES = {o.value: o for o in Outcome}
 _HISTORY_PARTITION_ROWS = 20_000
-
-
-def aware(value: datetime) -> datetime:
-    """SQLite returns naive datetimes; everything we store is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)

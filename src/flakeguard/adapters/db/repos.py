@@ -8,8 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.engine import reading
-from flakeguard.adapters.db.history import aware
+from flakeguard.adapters.db.engine import aware, reading
 from flakeguard.adapters.db.tables import RepositoryRow, table_of
 
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.artifacts import ReportSource
-from flakeguard.adapters.db.engine import dialect_insert, reading
+from flakeguard.adapters.db.engine import aware, dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -370,7 +370,7 @@ async def _case_ids(
         stale: list[int] = []
         for key, case_id, last_seen in rows:
             found[key] = case_id
-            if last_seen is not None and _as_aware(last_seen) < now - _LAST_SEEN_GRANULARITY:
+            if last_seen is not None and aware(last_seen) < now - _LAST_SEEN_GRANULARITY:
                 stale.append(case_id)
         if stale:
             await conn.execute(update(table).where(table.c.id.in_(stale)).values(last_seen_at=now))
@@ -434,11 +434,11 @@ async def _pg_case_ids(
         keys,
     ):
         found[key] = case_id
-        if last_seen is not None and _as_aware(last_seen) < fresh_after:
+        if last_seen is not None and aware(last_seen) < fresh_after:
             stale.append(case_id)
             learned[key] = (case_id, now)
         else:
-            learned[key] = (case_id, _as_aware(last_seen) if last_seen is not None else now)
+            learned[key] = (case_id, aware(last_seen) if last_seen is not None else now)
     if stale:
         await driver.execute(
             "UPDATE test_cases SET last_seen_at = $1 WHERE id = ANY($2::bigint[])", now, stale
@@ -474,10 +474,6 @@ async def _pg_case_ids(
                 found[key] = case_id
                 learned[key] = (case_id, now)
     return found
-
-
-def _as_aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 async def _insert_executions(conn: AsyncConnection, rows: Iterable[tuple[Any, ...]]) -> None:
