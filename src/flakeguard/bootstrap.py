@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,8 +62,6 @@ class AppState:
     redis_nodes: int = 1
     started_monotonic: float = field(default_factory=time.monotonic)
     shutting_down: bool = False
-    workers_running: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def uptime_ms(self) -> int:

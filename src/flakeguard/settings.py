@@ -11,7 +11,7 @@ import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -35,20 +35,6 @@ class LogLevel(StrEnum):
     WARN = "warn"
     ERROR = "error"
     FATAL = "fatal"
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and the health endpoint.
-
-    >>> redact_url("postgresql://u:secret@db:5432/x")
-    'postgresql://u:***@db:5432/x'
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 class Settings(BaseSettings):

@@ -72,7 +72,6 @@ async def run_worker(settings: Settings) -> None:
         runners = build_runners(runtime)
         for runner in runners:
             await runner.start()
-        runtime.state.workers_running = True
         servers = http_servers(runtime)
         server_tasks = [asyncio.create_task(server.serve()) for server in servers]
         sampler = asyncio.create_task(sample_queues(runtime, stop))

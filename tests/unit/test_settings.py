@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from flakeguard.errors import ConfigError
-from flakeguard.settings import LogLevel, load_settings, redact_url
+from flakeguard.settings import LogLevel, load_settings
 
 
 def test_defaults_are_the_specs() -> None:
@@ -93,8 +93,3 @@ def test_cluster_nodes_parsed() -> None:
     assert not s.embedded_redis
     with pytest.raises(ConfigError, match="REDIS_CLUSTER_ENABLED needs"):
         load_settings({"REDIS_CLUSTER_ENABLED": "true"})
-
-
-def test_redact_url() -> None:
-    assert redact_url("redis://:secret@h:6379/0") == "redis://:***@h:6379/0"
-    assert redact_url("redis://h:6379") == "redis://h:6379"

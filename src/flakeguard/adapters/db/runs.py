@@ -95,7 +95,6 @@ class StoredRun:
     cases: int = 0
     executions: int = 0
     problems: list[ReportProblem] = field(default_factory=list)
-    test_case_ids: list[int] = field(default_factory=list)
 
 
 async def ensure_repository(
@@ -224,7 +223,6 @@ async def store_run(
             previous = (found.cases, found.executions, list(found.problems or ()))
         else:
             result = StoredRun(workflow_run_id=int(row[0]), created=True)
-        case_ids: set[int] = set()
         new_envs: set[str] = set()
         async for env_key, item in groups:
             if env_key in known_envs:
@@ -243,7 +241,7 @@ async def store_run(
                 result.problems.append(parsed.problem)
             if not parsed.cases:
                 continue
-            ids = await _store_report(
+            await _store_report(
                 conn,
                 repository_id,
                 result.workflow_run_id or 0,
@@ -253,7 +251,6 @@ async def store_run(
                 case_cache.ids if case_cache is not None else {},
                 learned,
             )
-            case_ids.update(ids)
             result.cases += len(parsed.cases)
             result.executions += sum(len(c.attempts) for c in parsed.cases)
         if not new_envs:
@@ -274,7 +271,6 @@ async def store_run(
                 or None,
             )
         )
-        result.test_case_ids = sorted(case_ids)
     if case_cache is not None:
         case_cache.ids.update(learned)  # committed: the ids are real
     return result
@@ -289,7 +285,7 @@ async def _store_report(
     now: datetime,
     known: dict[str, tuple[int, datetime]],
     learned: dict[str, tuple[int, datetime]],
-) -> list[int]:
+) -> None:
     reports = table_of(ReportRow)
     ran = sum(1 for c in parsed.cases if c.outcome in RAN)
     failed = sum(1 for c in parsed.cases if c.outcome in FAILING)
@@ -325,7 +321,6 @@ async def _store_report(
         for index, attempt in enumerate(case.attempts)
     ]
     await _insert_executions(conn, rows)
-    return list(ids.values())
 
 
 async def _case_ids(

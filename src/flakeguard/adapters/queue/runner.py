@@ -365,7 +365,3 @@ class _CategorisedError(Exception):
 def _categorised(error: BaseException, category: ErrorCategory) -> _CategorisedError:
     message = str(error) or type(error).__name__
     return _CategorisedError(f"[{category}] {type(error).__name__}: {message[:2000]}")
-
-
-def handlers_by_queue(handlers: list[QueueHandler[Any]]) -> dict[QueueName, QueueHandler[Any]]:
-    return {h.queue: h for h in handlers}
