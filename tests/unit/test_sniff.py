@@ -38,7 +38,7 @@ def _manifest_rows() -> list[dict[str, str]]:
 
 needs_corpus = pytest.mark.skipif(
     not (CORPUS / "MANIFEST.tsv").is_file() and os.environ.get("CI") != "true",
-    reason="the shared JUnit corpus is not on this machine",
+    reason="FLAKEGUARD_JUNIT_CORPUS points at a folder without the corpus (runs under CI=true)",
 )
 
 
