@@ -67,9 +67,9 @@ import io
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
-from itertools import chain
+from itertools import chain, islice
 from operator import itemgetter
 from typing import IO, Final, cast
 
@@ -298,14 +298,9 @@ def failure_signature(
     """
     lines = [kind, failure_type or "", " ".join((message or "").split())]
     if stack:
-        lines_left = limits.max_stack_lines_hashed
-        for line in stack[: limits.max_stack_chars_hashed].splitlines():
-            stripped = line.strip()
-            if stripped:
-                lines.append(stripped)
-                lines_left -= 1
-                if lines_left <= 0:
-                    break
+        # The first non-blank stripped lines, iterated in C (~1 µs less per failure).
+        head = stack[: limits.max_stack_chars_hashed].splitlines()
+        lines.extend(islice(filter(None, map(str.strip, head)), limits.max_stack_lines_hashed))
     raw = _masked_bytes("\n".join(lines))
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
@@ -482,10 +477,20 @@ def _appended(previous: Attempt | list[Attempt], attempt: Attempt) -> list[Attem
 
 
 _CASE_FIELDS: Final = ("suite", "class_name", "name", "file", "attempts", "properties")
-if tuple(f.name for f in fields(CaseResult)) != _CASE_FIELDS:  # pragma: no cover
+if CaseResult._fields != _CASE_FIELDS:  # pragma: no cover
     raise ImportError("core.models.CaseResult changed: update _CASE_FIELDS and ReportReader._drain")
-_CASE_SETTERS: Final = tuple(CaseResult.__dict__[name].__set__ for name in _CASE_FIELDS)
-_new_object: Final = object.__new__
+_new_tuple: Final = tuple.__new__
+_CLEAR_EVERY: Final = 64
+"""Testcases between two deletions of a suite's finished children."""
+
+
+def _enclosing_suite(node: etree._Element | None) -> etree._Element:
+    """`node` itself or its nearest `<testsuite>`/`<testsuites>` ancestor."""
+    while node is not None and node.tag not in _SUITE_TAGS:
+        node = node.getparent()
+    if node is None:
+        raise AssertionError("unreachable: the probe saw a suite root")
+    return node
 
 
 class _Frame:
@@ -675,10 +680,13 @@ class ReportReader:
         return tag, probe.root_attrs
 
     def _parse_body(self) -> Iterator[list[CaseResult]]:
-        # The recipe of notes/junit.md §5 (see _probe_root for the prolog).
+        # The recipe of notes/junit.md §5 (see _probe_root for the prolog). Only "end" events:
+        # a suite's start tag (its attributes) is already parsed when its first testcase ends,
+        # so suites are entered then (`_enter`), and the parser hands Python one event per
+        # testcase instead of two.
         events = etree.iterparse(
             self._stream,
-            events=("start", "end"),
+            events=("end",),
             tag=("testsuites", "testsuite", "testcase"),
             resolve_entities=False,
             no_network=True,
@@ -690,80 +698,80 @@ class ReportReader:
         passed_cache = self._passed_cache
         stack: list[_Frame] = []
         frame: _Frame | None = None
+        cases_parent: etree._Element | None = None  # parent element of the last testcase
         buffer: _Buffer = {}
         buffered = 0  # attempts in `buffer`; a frame that becomes current has an empty one
-        env_ready = False
+        check_at = min(_CLEAR_EVERY, max_buffered)
         layout_keys: list[str] | None = None
         pick = _NO_PICK
         time_index = -1
         plain = False
         try:
-            for event, elem in events:
-                if event == "end":
-                    if elem.tag == "testcase":
-                        # Hot path: one iteration per testcase of the report.
-                        if frame is None:
-                            raise AssertionError("unreachable: the probe saw a suite root")
-                        keys = elem.keys()
-                        if keys != layout_keys:
-                            layout_keys = keys
-                            pick, time_index, plain = _case_layout(keys)
-                        values = elem.values()
-                        values.append(None)  # a list at run time; None = a missing attribute
-                        key = pick(values)
-                        time_text = values[time_index]
-                        if not env_ready:
+            for _event, elem in events:
+                if elem.tag == "testcase":
+                    # Hot path: one iteration per testcase of the report.
+                    parent = elem.getparent()
+                    if parent is not cases_parent or frame is None:
+                        suite_elem = _enclosing_suite(parent)
+                        if frame is None or frame.elem is not suite_elem:
+                            yield from self._enter(stack, suite_elem)
+                            frame = stack[-1]
+                            buffer = frame.buffer
+                            buffered = 0
+                            check_at = min(_CLEAR_EVERY, max_buffered)
                             self._ensure_env(frame)
-                            env_ready = True
-                        if plain and not len(elem):
-                            attempt = passed_cache.get(time_text)
-                            if attempt is None:
-                                attempt = self._passed_attempt(time_text)
-                            previous = buffer.get(key)
-                            if previous is None:
-                                buffer[key] = attempt
-                            else:
-                                buffer[key] = _appended(previous, attempt)
-                            buffered += 1
+                        cases_parent = parent
+                    keys = elem.keys()
+                    if keys != layout_keys:
+                        layout_keys = keys
+                        pick, time_index, plain = _case_layout(keys)
+                    values = elem.values()
+                    values.append(None)  # a list at run time; None = a missing attribute
+                    key = pick(values)
+                    if plain and not len(elem):
+                        time_text = values[time_index]
+                        attempt = passed_cache.get(time_text)
+                        if attempt is None:
+                            attempt = self._passed_attempt(time_text)
+                        previous = buffer.get(key)
+                        if previous is None:
+                            buffer[key] = attempt
                         else:
-                            buffered += self._add_rich_case(elem, frame, key)
+                            buffer[key] = _appended(previous, attempt)
+                        buffered += 1
+                    else:
+                        buffered += self._add_rich_case(elem, frame, key)
+                        # Children (output, stack traces) can be large: free them now.
+                        elem.clear(keep_tail=False)
+                    if buffered >= check_at:
+                        # Earlier siblings are done with: delete them in one C call every
+                        # `_CLEAR_EVERY` cases (a childless testcase costs ~100 bytes).
+                        if parent is not None:
+                            del parent[: parent.index(elem)]
                         if buffered >= max_buffered:
                             yield self._drain(frame)
                             buffer = frame.buffer
                             buffered = 0
-                        elem.clear(keep_tail=False)
-                        parent = elem.getparent()
-                        if parent is not None:
-                            while elem.getprevious() is not None:
-                                del parent[0]
-                        continue
-                    closed = stack.pop()
-                    if closed.buffer:
-                        yield self._drain(closed)
-                    if closed.path == _MOCHA_ROOT_SUITE and self._default_file is None:
-                        self._default_file = closed.file
-                    frame = stack[-1] if stack else None
-                    buffer = frame.buffer if frame is not None else {}
-                    buffered = 0
-                    env_ready = frame.env_ready if frame is not None else False
-                    elem.clear(keep_tail=False)
-                    parent = elem.getparent()
-                    if parent is not None:
-                        while elem.getprevious() is not None:
-                            del parent[0]
-                elif elem.tag != "testcase":
-                    if frame is not None:
-                        # Cases of the outer suite are yielded before the inner suite's, so
-                        # only one suite is ever buffered; its properties are read now,
-                        # before the nested suite's end deletes them.
-                        self._ensure_env(frame)
-                        if frame.buffer:
-                            yield self._drain(frame)
-                    frame = self._open_frame(elem, frame)
-                    stack.append(frame)
-                    buffer = frame.buffer
-                    buffered = 0
-                    env_ready = False
+                        check_at = min(buffered + _CLEAR_EVERY, max_buffered)
+                    continue
+                # A suite (or the root) ended.
+                if frame is None or frame.elem is not elem:
+                    # No testcase of its own so far (empty, or only nested suites).
+                    yield from self._enter(stack, elem)
+                closed = stack.pop()
+                if closed.buffer:
+                    yield self._drain(closed)
+                if closed.path == _MOCHA_ROOT_SUITE and self._default_file is None:
+                    self._default_file = closed.file
+                frame = stack[-1] if stack else None
+                buffer = frame.buffer if frame is not None else {}
+                buffered = 0
+                check_at = min(_CLEAR_EVERY, max_buffered)
+                cases_parent = None
+                elem.clear(keep_tail=False)
+                parent = elem.getparent()
+                if parent is not None:
+                    del parent[: parent.index(elem)]
         except _StreamReadFailedError:
             self._fail(ProblemKind.READ_FAILED, self._read_failure_detail())
         except etree.XMLSyntaxError as exc:
@@ -777,6 +785,29 @@ class ReportReader:
                 )
             for open_frame in pending:
                 yield self._drain(open_frame)
+
+    def _enter(self, stack: list[_Frame], suite_elem: etree._Element) -> Iterator[list[CaseResult]]:
+        """Open frames down to `suite_elem` (the open suites are always a prefix of its
+        ancestors); yield the cases an outer suite buffered before a nested suite begins, so
+        only one suite is ever buffered. An outer suite's properties are read first, before
+        the nested suite's end deletes them."""
+        chain: list[etree._Element] = []
+        node: etree._Element | None = suite_elem
+        while node is not None:
+            if node.tag in _SUITE_TAGS:
+                chain.append(node)
+            node = node.getparent()
+        chain.reverse()
+        depth = len(stack)
+        if chain[:depth] != [open_frame.elem for open_frame in stack]:
+            raise AssertionError("unreachable: an open suite is not an ancestor")
+        for opened in chain[depth:]:
+            outer = stack[-1] if stack else None
+            if outer is not None:
+                self._ensure_env(outer)
+                if outer.buffer:
+                    yield self._drain(outer)
+            stack.append(self._open_frame(opened, outer))
 
     # -- suites ----------------------------------------------------------------------------
 
@@ -841,8 +872,7 @@ class ReportReader:
         env = frame.env
         default_file = frame.file if frame.file is not None else self._default_file
         normalise_file = self._normalise_file
-        new_case = _new_object
-        set_suite, set_class_name, set_name, set_file, set_attempts, set_properties = _CASE_SETTERS
+        new_tuple = _new_tuple
         cases: list[CaseResult] = []
         append = cases.append
         attempts_seen = 0
@@ -862,16 +892,21 @@ class ReportReader:
                 if final is Outcome.PASSED and any(a.outcome in FAILING for a in value):
                     self._flaky += 1
                 attempts = tuple(value)
-            # `CaseResult(...)` with its frozen-dataclass __init__, minus the per-field
-            # `object.__setattr__` dispatch (~0.2 µs per case); `_CASE_FIELDS` pins the fields.
-            case = new_case(CaseResult)
-            set_suite(case, suite)
-            set_class_name(case, class_name.strip() if class_name else "")
-            set_name(case, name.strip() if name else "")
-            set_file(case, normalise_file(raw_file) if raw_file else default_file)
-            set_attempts(case, attempts)
-            set_properties(case, case_properties.get(key, env) if case_properties else env)
-            append(case)
+            # `CaseResult(...)` minus the Python-level `__new__` of a named tuple: one C call;
+            # `_CASE_FIELDS` pins the field order.
+            append(
+                new_tuple(
+                    CaseResult,
+                    (
+                        suite,
+                        class_name.strip() if class_name else "",
+                        name.strip() if name else "",
+                        normalise_file(raw_file) if raw_file else default_file,
+                        attempts,
+                        case_properties.get(key, env) if case_properties else env,
+                    ),
+                )
+            )
         self._yielded += len(cases)
         self._attempts += attempts_seen
         return cases
