@@ -325,3 +325,116 @@ async def test_recompute_scopes_and_progress(
         assert by_pattern.returnvalue["tests"] == 2
         assert by_pattern.progress == {"done": 2, "total": 2}
         assert full.returnvalue["tests"] == 3
+
+
+RUNS = 12
+
+
+async def test_concurrent_analyses_share_scoring_passes_and_match_one_by_one(
+    queue_prefix: str, redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    """Twelve runs of one repository analysed at once: fewer scoring passes than runs, and the
+    same per-run answers and check runs as analysing them one at a time."""
+    import asyncio
+
+    from sqlalchemy import select
+
+    from flakeguard.adapters.db.tables import CaseRow, FlakeScoreRow, table_of
+    from flakeguard.adapters.queue.payloads import RunsAnalyzePayload
+    from flakeguard.processors.coalescing import PassCoalescer
+    from flakeguard.processors.runs_analyze import ScoringGroups, analyze_run
+
+    runs = tmp_path / "runs"
+    reports = tmp_path / "xml"
+    reports.mkdir()
+    for run_id in range(1, RUNS + 1):
+        # 30 passing tests keep each report's failed share low (no mass-failure filter).
+        kinds = {f"test_ok_{n}": "pass" for n in range(30)}
+        kinds[f"test_only_{run_id}"] = "pass"
+        kinds["test_flaky"] = "fail" if run_id % 2 else "pass"
+        kinds["test_broken"] = "fail"
+        (reports / f"{run_id}.xml").write_text(junit(kinds))
+        write_local_run(
+            runs,
+            owner="acme",
+            repo="shop",
+            run_id=run_id,
+            head_sha=f"{run_id:040x}",
+            jobs={"linux": [reports / f"{run_id}.xml"]},
+            started_at=START + timedelta(hours=run_id),
+        )
+
+    async def analyse(database_url: str, concurrent: bool) -> tuple[list[object], list[str], int]:
+        checks = RecordingChecks()
+        settings = make_settings(
+            redis_url=redis_url,
+            database_url=database_url,
+            prefix=f"{queue_prefix}{int(concurrent)}",
+            data_dir=tmp_path / str(concurrent),
+        )
+        async with runtime_for(settings, runs_root=runs, checks=checks) as rt:
+            ingest_queue = rt.deps.producer.queues[QueueName.RUNS_INGEST]
+            async with running_workers(rt, [QueueName.RUNS_INGEST]):
+                for run_id in range(1, RUNS + 1):
+                    await rt.deps.producer.ingest(
+                        RunsIngestPayload(
+                            workflow_run_id=run_id,
+                            repository=RepositoryRef(owner="acme", repo="shop", installation_id=9),
+                        )
+                    )
+
+                async def ingested() -> bool:
+                    counts = await ingest_queue.getJobCounts("completed")
+                    return int(counts["completed"]) == RUNS
+
+                await wait_for(ingested, timeout_s=30)
+            payloads = [
+                RunsAnalyzePayload(
+                    workflow_run_id=run_id,
+                    repository=RepositoryRef(owner="acme", repo="shop", installation_id=9),
+                )
+                for run_id in range(1, RUNS + 1)
+            ]
+            groups: ScoringGroups = PassCoalescer()
+            if concurrent:
+                results = await asyncio.gather(*(analyze_run(rt.deps, p, groups) for p in payloads))
+            else:
+                results = [await analyze_run(rt.deps, p) for p in payloads]
+            s, c = table_of(FlakeScoreRow), table_of(CaseRow)
+            async with rt.deps.engine.connect() as conn:
+                verdicts = sorted(
+                    f"{row.name}:{row.scope}:{row.verdict}:{row.score:.6f}:{row.runs}:{row.failures}"
+                    for row in await conn.execute(
+                        select(
+                            c.c.name, s.c.scope, s.c.verdict, s.c.score, s.c.runs, s.c.failures
+                        ).join(c, c.c.id == s.c.test_case_id)
+                    )
+                )
+        # Not "tests" (how many were re-scored): one at a time, a later run skips the
+        # healthy tests an earlier analysis already settled.
+        answers = [(r["flaky"], r["broken"], r["quarantined"], r["checkRunId"]) for r in results]
+        bodies = sorted(
+            (b.head_sha, b.conclusion.value if b.conclusion else "", b.summary)
+            for b in checks.created
+        )
+        return [answers, bodies], verdicts, groups.passes
+
+    import psycopg
+
+    other_db = f"{pg_url.rsplit('/', 1)[1]}_seq"
+    admin = pg_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{other_db}"')
+        conn.execute(f'CREATE DATABASE "{other_db}"')
+    try:
+        together, together_scores, passes = await analyse(pg_url, concurrent=True)
+        alone, alone_scores, _ = await analyse(pg_url.rsplit("/", 1)[0] + f"/{other_db}", False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{other_db}" WITH (FORCE)')
+    assert 1 <= passes < RUNS
+    assert together == alone
+    assert together_scores == alone_scores
+    answers = together[0]
+    assert isinstance(answers, list)
+    assert all(a[1] == 1 for a in answers)  # test_broken fails in every run

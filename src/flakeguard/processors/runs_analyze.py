@@ -22,10 +22,20 @@ from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import RunsAnalyzePayload
 from flakeguard.adapters.queue.runner import JobContext, QueueHandler
 from flakeguard.core.models import Verdict
+from flakeguard.core.scoring import ScoringPolicy
 from flakeguard.deps import Deps
 from flakeguard.errors import PermanentJobError
-from flakeguard.processors.analysis import analyze_cases, scoring_context, scoring_policy
+from flakeguard.processors.analysis import (
+    AnalysisResult,
+    analyze_cases,
+    scoring_context,
+    scoring_policy,
+)
 from flakeguard.processors.check_runs import apply_button, publish_check_run
+from flakeguard.processors.coalescing import PassCoalescer
+
+ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], CaseInfo, AnalysisResult]
+"""Scoring passes shared by the analyses of one repository waiting at the same time."""
 
 log = structlog.get_logger("flakeguard.analyze")
 
@@ -59,7 +69,29 @@ async def cases_to_rescore(deps: Deps, touched: list[CaseInfo], run_row_id: int)
     ]
 
 
-async def analyze_run(deps: Deps, payload: RunsAnalyzePayload) -> dict[str, Any]:
+def _own_share(result: AnalysisResult, cases: list[CaseInfo]) -> AnalysisResult:
+    """The part of a shared pass's result about `cases` (counts included)."""
+    keys = {c.test_key for c in cases}
+    rollups = {k: s for k, s in result.rollups.items() if k in keys}
+    quarantine = {k: s for k, s in result.quarantine.items() if k in keys}
+    return AnalysisResult(
+        tests=len(rollups),
+        flaky=sum(1 for s in rollups.values() if s.verdict is Verdict.FLAKY),
+        broken=sum(1 for s in rollups.values() if s.verdict is Verdict.BROKEN),
+        quarantined=len(quarantine),
+        rollups=rollups,
+        quarantine=quarantine,
+    )
+
+
+async def analyze_run(
+    deps: Deps, payload: RunsAnalyzePayload, groups: ScoringGroups | None = None
+) -> dict[str, Any]:
+    """Score what the run can change, then publish the commit's check run.
+
+    With `groups`, the scoring pass is shared with the other analyses of the repository
+    waiting at the same time (`coalescing`); a button press always scores on its own.
+    """
     ref = payload.repository
     repo = await find_repository(deps.engine, ref.owner, ref.repo)
     if repo is None:
@@ -82,9 +114,19 @@ async def analyze_run(deps: Deps, payload: RunsAnalyzePayload) -> dict[str, Any]
     config = payload.analysis_config
     policy = scoring_policy(config.lookback_days, config.min_runs_threshold)
     context = scoring_context(deps)
-    result = await analyze_cases(
-        context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
-    )
+    if groups is not None and payload.requested_action is None:
+
+        async def run_pass(union: list[CaseInfo]) -> AnalysisResult:
+            return await analyze_cases(
+                context, repo, union, policy=policy, update_quarantine=True, keep_results=True
+            )
+
+        shared = await groups.run((repo.id, policy), {c.id: c for c in cases}, run_pass)
+        result = _own_share(shared, cases)
+    else:
+        result = await analyze_cases(
+            context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
+        )
     if payload.requested_action is not None:
         await apply_button(deps, repo, run.head_sha, payload.requested_action, result.rollups)
         # Redraw with the quarantine states the button just changed.
@@ -109,8 +151,10 @@ async def analyze_run(deps: Deps, payload: RunsAnalyzePayload) -> dict[str, Any]
 
 
 def handler(deps: Deps) -> QueueHandler[RunsAnalyzePayload]:
+    groups: ScoringGroups = PassCoalescer()
+
     async def handle(payload: RunsAnalyzePayload, ctx: JobContext) -> Mapping[str, Any]:
-        return await analyze_run(deps, payload)
+        return await analyze_run(deps, payload, groups)
 
     return QueueHandler(
         queue=QueueName.RUNS_ANALYZE,

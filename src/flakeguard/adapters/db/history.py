@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Table, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.engine import aware, dialect_insert, reading
+from flakeguard.adapters.db.engine import among, aware, dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -85,7 +85,7 @@ async def select_cases(
         t.c.repository_id == repository_id
     )
     if ids is not None:
-        query = query.where(t.c.id.in_(list(ids)))
+        query = query.where(among(engine.dialect.name, t.c.id, ids))
     async with reading(engine) as conn:
         rows = (await conn.execute(query.order_by(t.c.id))).all()
     cases = [CaseInfo(int(r.id), r.test_key, r.suite, r.class_name, r.name, r.file) for r in rows]
@@ -186,7 +186,7 @@ async def stream_histories(
             e.c.signature,
         )
         .select_from(e.join(w, and_(e.c.workflow_run_id == w.c.id, w.c.started_at >= index.since)))
-        .where(e.c.test_case_id.in_(list(key_of)))
+        .where(among(engine.dialect.name, e.c.test_case_id, list(key_of)))
         .order_by(e.c.test_case_id)
     )
     runs, shares, outcomes = index.runs, index.failed_share, _OUTCOMES
@@ -287,7 +287,9 @@ async def load_quarantine(
     async with reading(engine) as conn:
         for start in range(0, len(ids), 5000):
             rows = await conn.execute(
-                select(q).where(q.c.test_case_id.in_(ids[start : start + 5000]))
+                select(q).where(
+                    among(engine.dialect.name, q.c.test_case_id, ids[start : start + 5000])
+                )
             )
             for row in rows:
                 key = key_of[row.test_case_id]
@@ -431,7 +433,8 @@ async def load_stored_scores(
         for start in range(0, len(ids), 5000):
             rows = await conn.execute(
                 select(s.c.test_case_id, s.c.verdict, s.c.score, s.c.runs, s.c.failures).where(
-                    s.c.test_case_id.in_(ids[start : start + 5000]), s.c.scope == "*"
+                    among(engine.dialect.name, s.c.test_case_id, ids[start : start + 5000]),
+                    s.c.scope == "*",
                 )
             )
             for case_id, verdict, score, runs, failures in rows:
