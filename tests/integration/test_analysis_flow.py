@@ -372,7 +372,9 @@ async def test_concurrent_analyses_share_scoring_passes_and_match_one_by_one(
             prefix=f"{queue_prefix}{int(concurrent)}",
             data_dir=tmp_path / str(concurrent),
         )
-        async with runtime_for(settings, runs_root=runs, checks=checks) as rt:
+        # A fixed clock: recency depends on "now", and both analyses must see the same one.
+        clock = lambda: START + timedelta(days=1)  # noqa: E731
+        async with runtime_for(settings, runs_root=runs, checks=checks, clock=clock) as rt:
             ingest_queue = rt.deps.producer.queues[QueueName.RUNS_INGEST]
             async with running_workers(rt, [QueueName.RUNS_INGEST]):
                 for run_id in range(1, RUNS + 1):

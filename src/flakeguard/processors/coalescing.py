@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 R = TypeVar("R")
+IK = TypeVar("IK", bound=Hashable)
 
 
 class _AbandonedError(Exception):
@@ -69,14 +70,15 @@ class PassCoalescer(Generic[K, V, R]):
     async def run(
         self,
         key: K,
-        items: Mapping[Hashable, V],
+        items: Mapping[IK, V],
         run_pass: Callable[[list[V]], Awaitable[R]],
     ) -> R:
         """Join the open batch of `key` with `items` (deduplicated by their keys)."""
         while True:
             batch = self._open.get(key)
             if batch is not None:
-                batch.items.update(items)
+                for item_key, item in items.items():
+                    batch.items[item_key] = item
                 batch.members += 1
                 try:
                     result = await asyncio.shield(batch.future)
@@ -89,13 +91,14 @@ class PassCoalescer(Generic[K, V, R]):
     async def _lead(
         self,
         key: K,
-        items: Mapping[Hashable, V],
+        items: Mapping[IK, V],
         run_pass: Callable[[list[V]], Awaitable[R]],
     ) -> R:
         batch: _Batch[V, R] = _Batch(asyncio.get_running_loop().create_future())
         # Mark a failure as retrieved even when no other member awaits it.
         batch.future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        batch.items.update(items)
+        for item_key, item in items.items():
+            batch.items[item_key] = item
         batch.members = 1
         self._open[key] = batch
         lock = self._locks.setdefault(key, asyncio.Lock())

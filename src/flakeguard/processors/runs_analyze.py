@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.checks import outcomes_at_sha
 from flakeguard.adapters.db.history import (
@@ -13,9 +14,8 @@ from flakeguard.adapters.db.history import (
     find_repository,
     load_quarantine,
     load_stored_scores,
-    run_case_ids,
+    run_cases,
     select_cases,
-    unsettled_case_ids,
 )
 from flakeguard.adapters.db.runs import find_run
 from flakeguard.adapters.queue.names import QueueName
@@ -34,33 +34,43 @@ from flakeguard.processors.analysis import (
 from flakeguard.processors.check_runs import apply_button, publish_check_run
 from flakeguard.processors.coalescing import PassCoalescer
 
-ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], CaseInfo, AnalysisResult]
+ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], "Touched", AnalysisResult]
 """Scoring passes shared by the analyses of one repository waiting at the same time."""
 
 log = structlog.get_logger("flakeguard.analyze")
 
 
-async def cases_to_rescore(deps: Deps, touched: list[CaseInfo], run_row_id: int) -> list[CaseInfo]:
-    """The touched tests whose classification this run can change.
+Touched = tuple[CaseInfo, bool]
+"""A test a run touched, and whether it failed or retried in that run ("unsettled")."""
+
+
+async def cases_to_rescore(engine: AsyncEngine, touched: Sequence[Touched]) -> list[CaseInfo]:
+    """The touched tests whose classification these runs can change.
 
     A healthy test with a score of 0 that passed again keeps its score exactly (no failure
     in its window, none added), so re-reading its whole history per run is wasted work.
-    Re-scored: tests that failed or retried in this run, tests never scored, tests with any
+    Re-scored: tests that failed or retried in a run, tests never scored, tests with any
     evidence (score > 0 or not healthy), and quarantined tests (release counts clean runs).
     `tests-recompute` and `flakeguard analyze` still re-score everything.
     """
-    unsettled = await unsettled_case_ids(deps.engine, run_row_id)
-    stored = await load_stored_scores(deps.engine, touched)
+    unique: dict[int, CaseInfo] = {}
+    unsettled: set[int] = set()
+    for case_info, failed_or_retried in touched:
+        unique[case_info.id] = case_info
+        if failed_or_retried:
+            unsettled.add(case_info.id)
+    cases = list(unique.values())
+    stored = await load_stored_scores(engine, cases)
     quarantined = {
         key
         for key, states in (
-            await load_quarantine(deps.engine, {c.test_key: c.id for c in touched})
+            await load_quarantine(engine, {c.test_key: c.id for c in cases})
         ).items()
         if any(s.is_active for s in states)
     }
     return [
         c
-        for c in touched
+        for c in cases
         if c.id in unsettled
         or c.test_key in quarantined
         or (score := stored.get(c.test_key)) is None
@@ -102,38 +112,40 @@ async def analyze_run(
             f"run {ref.full_name}#{payload.workflow_run_id} attempt {payload.run_attempt} "
             "is not stored; ingest it first"
         )
-    case_ids = await run_case_ids(deps.engine, run.id)
+    touched_cases, unsettled = await run_cases(deps.engine, run.id)
     if payload.requested_action is not None:
         # A button acts on the whole commit (every run at the SHA), so score all its tests,
         # not only those of the run the button's job names.
         at_sha = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
-        case_ids = sorted({*case_ids, *(o.test_case_id for o in at_sha)})
-    cases = await cases_to_rescore(
-        deps, await select_cases(deps.engine, repo.id, ids=case_ids), run.id
-    )
+        extra = {o.test_case_id for o in at_sha} - {c.id for c in touched_cases}
+        if extra:
+            touched_cases += await select_cases(deps.engine, repo.id, ids=sorted(extra))
+    touched = [(c, c.id in unsettled) for c in touched_cases]
     config = payload.analysis_config
     policy = scoring_policy(config.lookback_days, config.min_runs_threshold)
     context = scoring_context(deps)
-    if groups is not None and payload.requested_action is None:
 
-        async def run_pass(union: list[CaseInfo]) -> AnalysisResult:
-            return await analyze_cases(
-                context, repo, union, policy=policy, update_quarantine=True, keep_results=True
-            )
-
-        shared = await groups.run((repo.id, policy), {c.id: c for c in cases}, run_pass)
-        result = _own_share(shared, cases)
-    else:
-        result = await analyze_cases(
+    async def run_pass(union: list[Touched]) -> AnalysisResult:
+        cases = await cases_to_rescore(deps.engine, union)
+        return await analyze_cases(
             context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
         )
+
+    if groups is not None and payload.requested_action is None:
+        items = {(c.id, flag): (c, flag) for c, flag in touched}
+        shared = await groups.run((repo.id, policy), items, run_pass)
+    else:
+        shared = await run_pass(touched)
+    result = _own_share(shared, touched_cases)
     if payload.requested_action is not None:
         await apply_button(deps, repo, run.head_sha, payload.requested_action, result.rollups)
         # Redraw with the quarantine states the button just changed.
-        result = await analyze_cases(
-            context, repo, cases, policy=policy, update_quarantine=False, keep_results=True
+        rescored = [c for c in touched_cases if c.test_key in result.rollups]
+        result = shared = await analyze_cases(
+            context, repo, rescored, policy=policy, update_quarantine=False, keep_results=True
         )
-    published = await publish_check_run(deps, repo, run, result)
+    # The whole pass's scores, not only this run's share: fewer stored scores to read back.
+    published = await publish_check_run(deps, repo, run, shared)
     log.info(
         "run.analyzed",
         tests=result.tests,

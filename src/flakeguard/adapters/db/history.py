@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, select
+from sqlalchemy import Table, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.engine import among, aware, dialect_insert, reading
@@ -112,13 +112,31 @@ async def select_cases(
     return cases
 
 
-async def run_case_ids(engine: AsyncEngine, workflow_run_row_id: int) -> list[int]:
-    e = table_of(ExecutionRow)
+async def run_cases(
+    engine: AsyncEngine, workflow_run_row_id: int
+) -> tuple[list[CaseInfo], set[int]]:
+    """The tests a run touched (by id), and the ids of those with a failing attempt or a
+    retry in it (their scores must be recomputed). One query."""
+    e, c = table_of(ExecutionRow), table_of(CaseRow)
+    unsettled = func.max(
+        case((e.c.outcome.in_(["failed", "error"]) | e.c.is_final.is_(False), 1), else_=0)
+    )
+    columns = (c.c.id, c.c.test_key, c.c.suite, c.c.class_name, c.c.name, c.c.file)
+    query = (
+        select(*columns, unsettled.label("unsettled"))
+        .select_from(e.join(c, c.c.id == e.c.test_case_id))
+        .where(e.c.workflow_run_id == workflow_run_row_id)
+        .group_by(*columns)
+        .order_by(c.c.id)
+    )
+    cases: list[CaseInfo] = []
+    unsettled_ids: set[int] = set()
     async with reading(engine) as conn:
-        rows = await conn.execute(
-            select(e.c.test_case_id).where(e.c.workflow_run_id == workflow_run_row_id).distinct()
-        )
-        return sorted(int(r[0]) for r in rows)
+        for case_id, key, suite, class_name, name, file, flag in await conn.execute(query):
+            cases.append(CaseInfo(int(case_id), key, suite, class_name, name, file))
+            if flag:
+                unsettled_ids.add(int(case_id))
+    return cases, unsettled_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,18 +458,3 @@ async def load_stored_scores(
             for case_id, verdict, score, runs, failures in rows:
                 out[key_of[case_id]] = StoredScore(Verdict(verdict), score, runs, failures)
     return out
-
-
-async def unsettled_case_ids(engine: AsyncEngine, workflow_run_row_id: int) -> set[int]:
-    """Tests of a run with a failing attempt or a retry: their scores must be recomputed."""
-    e = table_of(ExecutionRow)
-    async with reading(engine) as conn:
-        rows = await conn.execute(
-            select(e.c.test_case_id)
-            .where(
-                e.c.workflow_run_id == workflow_run_row_id,
-                (e.c.outcome.in_(["failed", "error"])) | (e.c.is_final.is_(False)),
-            )
-            .distinct()
-        )
-        return {int(r[0]) for r in rows}
