@@ -23,6 +23,8 @@ from flakeguard.adapters.db.tables import (
 )
 from flakeguard.core.models import FAILING, Outcome
 
+_OUTCOMES = {o.value: o for o in Outcome}
+
 
 @dataclass(frozen=True, slots=True)
 class ShaOutcome:
@@ -76,20 +78,14 @@ async def outcomes_at_sha(
     )
     merged: dict[int, ShaOutcome] = {}
     async with reading(engine) as conn:
-        for row in await conn.execute(query):
-            current = merged.get(row.id)
-            outcome = Outcome(row.outcome)
-            if current is None or (outcome in FAILING and not current.failed):
-                merged[row.id] = ShaOutcome(
-                    row.id,
-                    row.test_key,
-                    row.name,
-                    row.class_name,
-                    row.file,
-                    outcome,
-                    row.message,
-                    row.signature,
-                )
+        rows = (await conn.execute(query)).all()  # one fetch, not one call per row
+    for case_id, key, name, class_name, file, raw_outcome, message, signature in rows:
+        current = merged.get(case_id)
+        outcome = _OUTCOMES[raw_outcome]
+        if current is None or (outcome in FAILING and not current.failed):
+            merged[case_id] = ShaOutcome(
+                case_id, key, name, class_name, file, outcome, message, signature
+            )
     return sorted(merged.values(), key=lambda o: o.test_case_id)
 
 

@@ -132,7 +132,7 @@ async def run_cases(
     cases: list[CaseInfo] = []
     unsettled_ids: set[int] = set()
     async with reading(engine) as conn:
-        for case_id, key, suite, class_name, name, file, flag in await conn.execute(query):
+        for case_id, key, suite, class_name, name, file, flag in (await conn.execute(query)).all():
             cases.append(CaseInfo(int(case_id), key, suite, class_name, name, file))
             if flag:
                 unsettled_ids.add(int(case_id))
@@ -166,7 +166,7 @@ async def load_run_index(
                 w.c.id, w.c.run_id, w.c.run_attempt, w.c.head_sha, w.c.head_branch, w.c.started_at
             ).where(w.c.repository_id == repository_id, w.c.started_at >= since)
         )
-        for row_id, run_id, attempt, sha, branch, at in rows:
+        for row_id, run_id, attempt, sha, branch, at in rows.all():
             runs[row_id] = (run_id, attempt, sha, branch, branch == default_branch, aware(at))
         reports = await conn.execute(
             select(r.c.id, r.c.failed_share)
@@ -309,7 +309,7 @@ async def load_quarantine(
                     among(engine.dialect.name, q.c.test_case_id, ids[start : start + 5000])
                 )
             )
-            for row in rows:
+            for row in rows.all():
                 key = key_of[row.test_case_id]
                 out.setdefault(key, []).append(
                     QuarantineState(
@@ -403,7 +403,7 @@ async def list_scored_tests(
         query = query.where(s.c.verdict.in_(list(verdicts)))
     out: dict[int, ScoredTest] = {}
     async with reading(engine) as conn:
-        for row in await conn.execute(query):
+        for row in (await conn.execute(query)).all():
             if row.test_case_id in out:
                 continue  # several active scopes: one line per test
             out[row.test_case_id] = ScoredTest(
@@ -455,6 +455,6 @@ async def load_stored_scores(
                     s.c.scope == "*",
                 )
             )
-            for case_id, verdict, score, runs, failures in rows:
+            for case_id, verdict, score, runs, failures in rows.all():
                 out[key_of[case_id]] = StoredScore(Verdict(verdict), score, runs, failures)
     return out

@@ -363,7 +363,7 @@ async def _case_ids(
             )
         )
         stale: list[int] = []
-        for key, case_id, last_seen in rows:
+        for key, case_id, last_seen in rows.all():
             found[key] = case_id
             if last_seen is not None and aware(last_seen) < now - _LAST_SEEN_GRANULARITY:
                 stale.append(case_id)
@@ -392,7 +392,7 @@ async def _case_ids(
             .on_conflict_do_nothing(index_elements=["repository_id", "test_key"])
             .returning(table.c.test_key, table.c.id)
         )
-        for key, case_id in await conn.execute(stmt):
+        for key, case_id in (await conn.execute(stmt)).all():
             found[key] = case_id
     still_missing = [k for k in keys if k not in found]
     if still_missing:
