@@ -107,8 +107,22 @@ async def ensure_repository(
     default_branch: str | None = None,
     github_id: int | None = None,
 ) -> int:
-    """The repository's id, creating the row on first sight (race-safe)."""
+    """The repository's id, creating the row on first sight (race-safe).
+
+    The common case (the row exists and nothing changed) is one read, outside a transaction.
+    """
     table = table_of(RepositoryRow)
+    query = select(table.c.id, table.c.installation_id, table.c.default_branch).where(
+        table.c.owner == owner, table.c.name == name
+    )
+    async with reading(engine) as conn:
+        found = (await conn.execute(query)).first()
+    if (
+        found is not None
+        and installation_id in (None, found.installation_id)
+        and default_branch in (None, found.default_branch)
+    ):
+        return int(found.id)
     async with engine.begin() as conn:
         stmt = (
             dialect_insert(engine.dialect.name, table)
@@ -125,13 +139,7 @@ async def ensure_repository(
             .on_conflict_do_nothing(index_elements=["owner", "name"])
         )
         await conn.execute(stmt)
-        row = (
-            await conn.execute(
-                select(table.c.id, table.c.installation_id, table.c.default_branch).where(
-                    table.c.owner == owner, table.c.name == name
-                )
-            )
-        ).one()
+        row = (await conn.execute(query)).one()
         changes: dict[str, Any] = {}
         if installation_id is not None and row.installation_id != installation_id:
             changes["installation_id"] = installation_id
