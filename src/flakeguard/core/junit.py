@@ -7,9 +7,11 @@ whose reason never quotes the file's content.
 
 Parsing (notes/junit.md §3, §5)
     `lxml.etree.iterparse(resolve_entities=False, no_network=True, load_dtd=False,
-    huge_tree=False, recover=False)`, only `testsuites`/`testsuite`/`testcase` events; each
-    testcase is cleared after use and its earlier siblings deleted, so memory is bounded by one
-    testcase plus the current suite's buffer. Before that, a probe parses the prolog (at most
+    huge_tree=False, recover=False)`, only "end" events of `testsuites`/`testsuite`/`testcase`
+    (a suite is entered when its first testcase or its own end arrives: its start tag is
+    parsed by then). A testcase with children is cleared at once; finished siblings are
+    deleted in one slice every 64 testcases, so memory is bounded by a few dozen childless
+    elements, one testcase, and the current suite's buffer. Before that, a probe parses the prolog (at most
     `ParseLimits.max_prolog_bytes`) to see the root element: any DOCTYPE (hence any ENTITY) is
     rejected, and a root other than `<testsuites>`/`<testsuite>` (NUnit, xUnit.net, checkstyle…)
     is "not JUnit" before the body is read. libxml2's default limits (depth 256, text node
