@@ -47,7 +47,7 @@ from flakeguard.adapters.db.engine import migrate
 from flakeguard.adapters.db.tables import ExecutionRow, WorkflowRunRow, table_of
 from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import PollingPayload
-from flakeguard.bootstrap import build_runners, open_runtime
+from flakeguard.bootstrap import build_runners, open_runtime, tune_garbage_collector
 from flakeguard.emulator import (
     InstallationSpec,
     RepoSpec,
@@ -271,6 +271,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     runners = build_runners(runtime)
                     for runner in runners:
                         await runner.start()
+                    tune_garbage_collector()  # as `flakeguard worker` does once started
                     try:
                         emu.clear_requests()
                         t0 = time.perf_counter()

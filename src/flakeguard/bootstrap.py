@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 import structlog
@@ -181,6 +182,24 @@ async def open_database(settings: Settings) -> AsyncIterator[AsyncEngine]:
         yield engine
     finally:
         await engine.dispose()
+
+
+GC_THRESHOLDS: Final = (50_000, 20, 20)
+
+
+def tune_garbage_collector() -> None:
+    """Fewer collector passes in the long-lived worker process; call once it has started.
+
+    A job allocates hundreds of thousands of short-lived objects (result rows, parsed
+    cases, scores). With CPython's default thresholds (700, 10, 10) that triggered ~300
+    middle and ~27 full collections per 300 GitHub runs, each full one walking the whole
+    heap; with these, 29 and 2. The objects alive at start-up (modules, table metadata,
+    clients) are frozen out of the scans. Measured with bench/github_ingest.py (300 runs,
+    same machine, alternating): worker CPU per run 52.8-65.8 ms → 42.4-53.3 ms, peak RSS
+    +7 MB.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_runners(runtime: Runtime) -> list[QueueRunner[Any]]:

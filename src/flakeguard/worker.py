@@ -16,7 +16,13 @@ from typing import Any
 import structlog
 import uvicorn
 
-from flakeguard.bootstrap import Runtime, build_runners, open_runtime, sample_queues
+from flakeguard.bootstrap import (
+    Runtime,
+    build_runners,
+    open_runtime,
+    sample_queues,
+    tune_garbage_collector,
+)
 from flakeguard.http.app import create_app, create_metrics_app
 from flakeguard.processors.discovery import install_polling_schedule
 from flakeguard.settings import Settings
@@ -77,6 +83,7 @@ async def run_worker(settings: Settings) -> None:
         sampler = asyncio.create_task(sample_queues(runtime, stop))
         if settings.polling_enabled and runtime.deps.github is not None:
             await install_polling_schedule(runtime.deps)
+        tune_garbage_collector()
         log.info(
             "worker.started",
             queues=[r.name for r in runners],

@@ -11,11 +11,11 @@ Parsing (notes/junit.md §3, §5)
     (a suite is entered when its first testcase or its own end arrives: its start tag is
     parsed by then). A testcase with children is cleared at once; finished siblings are
     deleted in one slice every 64 testcases, so memory is bounded by a few dozen childless
-    elements, one testcase, and the current suite's buffer. Before that, a probe parses the prolog (at most
-    `ParseLimits.max_prolog_bytes`) to see the root element: any DOCTYPE (hence any ENTITY) is
-    rejected, and a root other than `<testsuites>`/`<testsuite>` (NUnit, xUnit.net, checkstyle…)
-    is "not JUnit" before the body is read. libxml2's default limits (depth 256, text node
-    10 MB, name 50,000 chars) and amplification guard stay on.
+    elements, one testcase, and the current suite's buffer. Before that, a probe parses the
+    prolog (at most `ParseLimits.max_prolog_bytes`) to see the root element: any DOCTYPE
+    (hence any ENTITY) is rejected, and a root other than `<testsuites>`/`<testsuite>` (NUnit,
+    xUnit.net, checkstyle…) is "not JUnit" before the body is read. libxml2's default limits
+    (depth 256, text node 10 MB, name 50,000 chars) and amplification guard stay on.
 
 Identity (stable across runs: no times, timestamps, machine hostnames or attempt numbers)
     suite       the names of the enclosing `<testsuite>` elements, outermost first, joined with
