@@ -104,10 +104,14 @@ def annotation_key(annotation: Annotation) -> str:
 
 
 async def _complete(
-    deps: Deps, outcomes: Sequence[ShaOutcome], result: AnalysisResult
+    deps: Deps,
+    outcomes: Sequence[ShaOutcome],
+    result: AnalysisResult,
+    settled: Mapping[str, StoredScore],
 ) -> tuple[dict[str, FlakeScore | StoredScore], dict[str, QuarantineState]]:
-    """Scores and active quarantines of every test at the SHA: this analysis's, else stored."""
-    scores: dict[str, FlakeScore | StoredScore] = dict(result.rollups)
+    """Scores and active quarantines of every test at the SHA: this analysis's, then the
+    `settled` ones (stored scores the analysis read; never quarantined), else read now."""
+    scores: dict[str, FlakeScore | StoredScore] = {**settled, **result.rollups}
     quarantine = dict(result.quarantine)
     missing = [
         CaseInfo(o.test_case_id, o.test_key, "", o.class_name, o.name, o.file)
@@ -141,6 +145,7 @@ async def publish_check_run(
     repo: RepositoryInfo,
     run: StoredRunInfo,
     result: AnalysisResult,
+    settled: Mapping[str, StoredScore] | None = None,
 ) -> int | None:
     """Create or update the commit's check run; returns its id (None without GitHub).
 
@@ -151,7 +156,7 @@ async def publish_check_run(
     if deps.checks is None or repo.installation_id is None:
         return None
     outcomes = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
-    scores, quarantine = await _complete(deps, outcomes, result)
+    scores, quarantine = await _complete(deps, outcomes, result, settled or {})
     report = RunReport(
         repo=repo.full_name,
         run_id=run.run_id,

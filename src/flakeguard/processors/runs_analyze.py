@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from flakeguard.adapters.db.checks import outcomes_at_sha
 from flakeguard.adapters.db.history import (
     CaseInfo,
+    StoredScore,
     find_repository,
     load_quarantine,
     load_stored_scores,
@@ -34,7 +36,7 @@ from flakeguard.processors.analysis import (
 from flakeguard.processors.check_runs import apply_button, publish_check_run
 from flakeguard.processors.coalescing import PassCoalescer
 
-ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], "Touched", AnalysisResult]
+ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], "Touched", "SharedPass"]
 """Scoring passes shared by the analyses of one repository waiting at the same time."""
 
 log = structlog.get_logger("flakeguard.analyze")
@@ -44,8 +46,20 @@ Touched = tuple[CaseInfo, bool]
 """A test a run touched, and whether it failed or retried in that run ("unsettled")."""
 
 
-async def cases_to_rescore(engine: AsyncEngine, touched: Sequence[Touched]) -> list[CaseInfo]:
-    """The touched tests whose classification these runs can change.
+@dataclass(frozen=True, slots=True)
+class SharedPass:
+    """A scoring pass's result, and the stored scores of the touched tests it left alone
+    (settled: healthy, score 0, passed again, not quarantined)."""
+
+    result: AnalysisResult
+    settled: dict[str, StoredScore]
+
+
+async def cases_to_rescore(
+    engine: AsyncEngine, touched: Sequence[Touched]
+) -> tuple[list[CaseInfo], dict[str, StoredScore]]:
+    """The touched tests whose classification these runs can change, and the stored scores
+    of the others (a check run shows them as they are).
 
     A healthy test with a score of 0 that passed again keeps its score exactly (no failure
     in its window, none added), so re-reading its whole history per run is wasted work.
@@ -68,7 +82,7 @@ async def cases_to_rescore(engine: AsyncEngine, touched: Sequence[Touched]) -> l
         ).items()
         if any(s.is_active for s in states)
     }
-    return [
+    rescore = [
         c
         for c in cases
         if c.id in unsettled
@@ -77,6 +91,8 @@ async def cases_to_rescore(engine: AsyncEngine, touched: Sequence[Touched]) -> l
         or score.score > 0
         or score.verdict is not Verdict.HEALTHY
     ]
+    rescored = {c.test_key for c in rescore}
+    return rescore, {k: v for k, v in stored.items() if k not in rescored}
 
 
 def _own_share(result: AnalysisResult, cases: list[CaseInfo]) -> AnalysisResult:
@@ -125,27 +141,29 @@ async def analyze_run(
     policy = scoring_policy(config.lookback_days, config.min_runs_threshold)
     context = scoring_context(deps)
 
-    async def run_pass(union: list[Touched]) -> AnalysisResult:
-        cases = await cases_to_rescore(deps.engine, union)
-        return await analyze_cases(
+    async def run_pass(union: list[Touched]) -> SharedPass:
+        cases, settled = await cases_to_rescore(deps.engine, union)
+        result = await analyze_cases(
             context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
         )
+        return SharedPass(result, settled)
 
     if groups is not None and payload.requested_action is None:
         items = {(c.id, flag): (c, flag) for c, flag in touched}
         shared = await groups.run((repo.id, policy), items, run_pass)
     else:
         shared = await run_pass(touched)
-    result = _own_share(shared, touched_cases)
+    result = _own_share(shared.result, touched_cases)
     if payload.requested_action is not None:
         await apply_button(deps, repo, run.head_sha, payload.requested_action, result.rollups)
         # Redraw with the quarantine states the button just changed.
         rescored = [c for c in touched_cases if c.test_key in result.rollups]
-        result = shared = await analyze_cases(
+        result = await analyze_cases(
             context, repo, rescored, policy=policy, update_quarantine=False, keep_results=True
         )
+        shared = SharedPass(result, {})
     # The whole pass's scores, not only this run's share: fewer stored scores to read back.
-    published = await publish_check_run(deps, repo, run, shared)
+    published = await publish_check_run(deps, repo, run, shared.result, shared.settled)
     log.info(
         "run.analyzed",
         tests=result.tests,
