@@ -36,9 +36,6 @@ from flakeguard.processors.analysis import (
 from flakeguard.processors.check_runs import apply_button, publish_check_run
 from flakeguard.processors.coalescing import PassCoalescer
 
-ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], "Touched", "SharedPass"]
-"""Scoring passes shared by the analyses of one repository waiting at the same time."""
-
 log = structlog.get_logger("flakeguard.analyze")
 
 
@@ -53,6 +50,11 @@ class SharedPass:
 
     result: AnalysisResult
     settled: dict[str, StoredScore]
+
+
+ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], Touched, SharedPass]
+"""Scoring passes shared by the analyses of one repository waiting at the same time,
+keyed by repository and policy."""
 
 
 async def cases_to_rescore(
