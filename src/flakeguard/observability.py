@@ -263,6 +263,12 @@ class Metrics:
         self.test_results_ingested = Counter(
             p + "test_results_ingested", "Test executions stored", registry=r
         )
+        self.analysis_passes = Counter(
+            p + "analysis_passes",
+            "Scoring passes run by runs-analyze (analyses of one repository waiting at the"
+            " same time share a pass: compare with jobs_processed_total)",
+            registry=r,
+        )
         self._process = psutil.Process()
         self._process.cpu_percent(None)  # primes the counter: the first call always returns 0.0
 

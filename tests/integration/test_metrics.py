@@ -43,7 +43,9 @@ DEPLOY = REPO_ROOT / "deploy"
 SCENARIO = FIXTURES / "github" / "basic"
 JUNIT = FIXTURES / "junit"
 
-NOT_IN_SPEC = frozenset({"flakeguard_worker_test_results_ingested_total"})
+NOT_IN_SPEC = frozenset(
+    {"flakeguard_worker_test_results_ingested_total", "flakeguard_worker_analysis_passes_total"}
+)
 """Registry series beyond the spec's list (deploy/metrics.txt keeps exactly the spec's 16)."""
 PROMETHEUS_SERIES = frozenset({"up"})
 """Series Prometheus adds to every target itself."""
@@ -405,6 +407,8 @@ async def test_metrics_endpoint_after_real_jobs_exposes_every_spec_metric(
     # Two runs stay below the flaky threshold (min 10 runs): the counter is there, at 0 today.
     assert value(samples, p + "flaky_tests_detected_total") >= 0
     assert value(samples, p + "test_results_ingested_total") > 0
+    # Two analyses: a pass each, or one shared pass when they overlapped.
+    assert 1 <= value(samples, p + "analysis_passes_total") <= 2
     # GitHub calls went through the runtime's observer.
     calls = p + "github_api_calls_total"
     assert value(samples, calls, endpoint="GET /app/installations", status="200") >= 1

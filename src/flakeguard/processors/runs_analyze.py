@@ -144,6 +144,7 @@ async def analyze_run(
     context = scoring_context(deps)
 
     async def run_pass(union: list[Touched]) -> SharedPass:
+        deps.metrics.analysis_passes.inc()
         cases, settled = await cases_to_rescore(deps.engine, union)
         result = await analyze_cases(
             context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
