@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import and_, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.engine import dialect_insert, reading
+from flakeguard.adapters.db.engine import Prepared, dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     CheckRunRow,
@@ -44,21 +45,17 @@ class ShaOutcome:
         return self.outcome in FAILING
 
 
-async def outcomes_at_sha(
-    engine: AsyncEngine, repository_id: int, head_sha: str
-) -> list[ShaOutcome]:
-    """Final outcome per test over the latest attempt of each run at `head_sha`.
-
-    A test that failed in any run's latest attempt counts as failed (with that message).
-    """
+def _outcomes_at_sha_query() -> Prepared:
     w, e, c = table_of(WorkflowRunRow), table_of(ExecutionRow), table_of(CaseRow)
+    repository_id = bindparam("repository_id", type_=w.c.repository_id.type)
+    head_sha = bindparam("head_sha", type_=w.c.head_sha.type)
     latest = (
         select(w.c.run_id, func.max(w.c.run_attempt).label("attempt"))
         .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha)
         .group_by(w.c.run_id)
         .subquery()
     )
-    query = (
+    return Prepared(
         select(
             c.c.id,
             c.c.test_key,
@@ -76,9 +73,21 @@ async def outcomes_at_sha(
         )
         .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha, e.c.is_final.is_(True))
     )
+
+
+_OUTCOMES_AT_SHA: Final = _outcomes_at_sha_query()
+
+
+async def outcomes_at_sha(
+    engine: AsyncEngine, repository_id: int, head_sha: str
+) -> list[ShaOutcome]:
+    """Final outcome per test over the latest attempt of each run at `head_sha`.
+
+    A test that failed in any run's latest attempt counts as failed (with that message).
+    """
     merged: dict[int, ShaOutcome] = {}
     async with reading(engine) as conn:
-        rows = (await conn.execute(query)).all()  # one fetch, not one call per row
+        rows = await _OUTCOMES_AT_SHA.all(conn, repository_id=repository_id, head_sha=head_sha)
     for case_id, key, name, class_name, file, raw_outcome, message, signature in rows:
         current = merged.get(case_id)
         outcome = _OUTCOMES[raw_outcome]

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import ColumnElement, Table, any_, bindparam, event, text
+from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -113,6 +113,45 @@ def among(dialect: str, column: ColumnElement[Any], values: Sequence[Any]) -> Co
             bindparam(None, list(values), type_=postgresql.ARRAY(column.type), unique=True)
         )
     return column.in_(list(values))
+
+
+class Prepared:
+    """A SELECT built once with named `bindparam`s, for hot read paths.
+
+    On PostgreSQL it is compiled once and fetched through the raw asyncpg connection: no
+    SQLAlchemy execution context, cursor emulation or `Row` objects (asyncpg's records
+    unpack like tuples). Elsewhere it runs through SQLAlchemy as usual. Only for statements
+    whose columns need no SQLAlchemy result processing (no JSON, no naive datetimes).
+    """
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._postgresql: tuple[str, tuple[str, ...], dict[str, Any]] | None = None
+
+    async def all(self, conn: AsyncConnection, **params: Any) -> Sequence[Sequence[Any]]:
+        if conn.dialect.name != "postgresql":
+            found: Sequence[Sequence[Any]] = (await conn.execute(self.statement, params)).all()
+            return found
+        if self._postgresql is None:
+            compiled = self.statement.compile(dialect=conn.dialect)
+            if "POSTCOMPILE" in compiled.string:
+                raise ValueError("Prepared statements cannot hold IN lists: use ANY or OR")
+            # Values of the literal binds (constants in the statement); the named ones are
+            # supplied per call.
+            placeholders = {n: None for n, bind in compiled.binds.items() if bind.required}
+            self._postgresql = (
+                compiled.string,
+                tuple(compiled.positiontup or ()),
+                dict(compiled.construct_params(placeholders)),
+            )
+        sql, order, defaults = self._postgresql
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        if driver is None:
+            raise RuntimeError("asyncpg connection is not open")
+        values = {**defaults, **params}
+        rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *(values[n] for n in order))
+        return rows
 
 
 def reading(engine: AsyncEngine) -> AsyncConnection:

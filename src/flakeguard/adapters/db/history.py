@@ -6,12 +6,12 @@ import fnmatch
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Table, and_, case, func, select
+from sqlalchemy import Table, and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.engine import among, aware, dialect_insert, reading
+from flakeguard.adapters.db.engine import Prepared, among, aware, dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -115,30 +115,40 @@ async def select_cases(
     return cases
 
 
+def _run_cases_query() -> Prepared:
+    e, c = table_of(ExecutionRow), table_of(CaseRow)
+    unsettled = func.max(
+        case(
+            ((e.c.outcome == "failed") | (e.c.outcome == "error") | e.c.is_final.is_(False), 1),
+            else_=0,
+        )
+    )
+    columns = (c.c.id, c.c.test_key, c.c.suite, c.c.class_name, c.c.name, c.c.file)
+    return Prepared(
+        select(*columns, unsettled.label("unsettled"))
+        .select_from(e.join(c, c.c.id == e.c.test_case_id))
+        .where(e.c.workflow_run_id == bindparam("run_row_id"))
+        .group_by(*columns)
+        .order_by(c.c.id)
+    )
+
+
+_RUN_CASES: Final = _run_cases_query()
+
+
 async def run_cases(
     engine: AsyncEngine, workflow_run_row_id: int
 ) -> tuple[list[CaseInfo], set[int]]:
     """The tests a run touched (by id), and the ids of those with a failing attempt or a
     retry in it (their scores must be recomputed). One query."""
-    e, c = table_of(ExecutionRow), table_of(CaseRow)
-    unsettled = func.max(
-        case((e.c.outcome.in_(["failed", "error"]) | e.c.is_final.is_(False), 1), else_=0)
-    )
-    columns = (c.c.id, c.c.test_key, c.c.suite, c.c.class_name, c.c.name, c.c.file)
-    query = (
-        select(*columns, unsettled.label("unsettled"))
-        .select_from(e.join(c, c.c.id == e.c.test_case_id))
-        .where(e.c.workflow_run_id == workflow_run_row_id)
-        .group_by(*columns)
-        .order_by(c.c.id)
-    )
     cases: list[CaseInfo] = []
     unsettled_ids: set[int] = set()
     async with reading(engine) as conn:
-        for case_id, key, suite, class_name, name, file, flag in (await conn.execute(query)).all():
-            cases.append(CaseInfo(int(case_id), key, suite, class_name, name, file))
-            if flag:
-                unsettled_ids.add(int(case_id))
+        rows = await _RUN_CASES.all(conn, run_row_id=workflow_run_row_id)
+    for case_id, key, suite, class_name, name, file, flag in rows:
+        cases.append(CaseInfo(int(case_id), key, suite, class_name, name, file))
+        if flag:
+            unsettled_ids.add(int(case_id))
     return cases, unsettled_ids
 
 
