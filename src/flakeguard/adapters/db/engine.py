@@ -45,8 +45,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine with settings that suit the dialect."""
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+    """An async engine with settings that suit the dialect.
+
+    PostgreSQL: at most `pool_size + max_overflow` connections; the overflow ones are closed
+    when returned (see `bootstrap.database_pool_size`)."""
     if url.startswith("sqlite"):
         path = make_url(url).database
         if path and path != ":memory:":
@@ -57,7 +60,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max_overflow,
         # No pre-ping: it costs three round trips per checkout. A connection that died with
         # its server fails that job's attempt; SQLAlchemy then invalidates the pool and the
         # retry (BullMQ backoff) gets fresh connections.
