@@ -61,11 +61,6 @@ class ParsedReport:
     cases: list[CaseResult]
     problem: ReportProblem | None
 
-    @property
-    def failed_share(self) -> float:
-        ran = [c for c in self.cases if c.outcome in RAN]
-        return 0.0 if not ran else sum(c.outcome in FAILING for c in ran) / len(ran)
-
 
 def parse_source(source: ReportSource, limits: ParseLimits) -> ParsedReport:
     """Parse one report (blocking; call it in a thread)."""
@@ -295,8 +290,9 @@ async def _store_report(
     learned: dict[str, tuple[int, datetime]],
 ) -> None:
     reports = table_of(ReportRow)
-    ran = sum(1 for c in parsed.cases if c.outcome in RAN)
-    failed = sum(1 for c in parsed.cases if c.outcome in FAILING)
+    finals = [case.attempts[-1].outcome for case in parsed.cases]
+    ran = sum(1 for outcome in finals if outcome in RAN)
+    failed = sum(1 for outcome in finals if outcome in FAILING)
     report_id = await conn.scalar(
         insert(reports)
         .values(
@@ -305,7 +301,7 @@ async def _store_report(
             source=parsed.source,
             cases=len(parsed.cases),
             failed=failed,
-            failed_share=parsed.failed_share if ran else 0.0,
+            failed_share=failed / ran if ran else 0.0,
         )
         .returning(reports.c.id)
     )
