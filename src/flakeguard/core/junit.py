@@ -481,6 +481,10 @@ def _appended(previous: Attempt | list[Attempt], attempt: Attempt) -> list[Attem
 _CASE_FIELDS: Final = ("suite", "class_name", "name", "file", "attempts", "properties")
 if CaseResult._fields != _CASE_FIELDS:  # pragma: no cover
     raise ImportError("core.models.CaseResult changed: update _CASE_FIELDS and ReportReader._drain")
+if Attempt._fields != ("outcome", "duration_s", "failure_type", "message", "signature"):
+    raise ImportError(
+        "core.models.Attempt changed: update ReportReader._passed_attempt"
+    )  # pragma: no cover
 _new_tuple: Final = tuple.__new__
 _CLEAR_EVERY: Final = 64
 """Testcases between two deletions of a suite's finished children."""
@@ -934,7 +938,9 @@ class ReportReader:
                 cache.clear()
             # Attempts are immutable: one shared object per distinct `time` string saves an
             # allocation per passing case, the bulk of every report.
-            attempt = Attempt(outcome=Outcome.PASSED, duration_s=parse_duration_s(time_text))
+            attempt = _new_tuple(
+                Attempt, (Outcome.PASSED, parse_duration_s(time_text), None, None, None)
+            )
             cache[time_text] = attempt
         return attempt
 
