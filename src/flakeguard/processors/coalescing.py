@@ -37,7 +37,6 @@ class _AbandonedError(Exception):
 class _Batch(Generic[V, R]):
     future: asyncio.Future[R]
     items: dict[Hashable, V] = field(default_factory=dict)
-    members: int = 0
 
 
 class PassCoalescer(Generic[K, V, R]):
@@ -79,7 +78,6 @@ class PassCoalescer(Generic[K, V, R]):
             if batch is not None:
                 for item_key, item in items.items():
                     batch.items[item_key] = item
-                batch.members += 1
                 try:
                     result = await asyncio.shield(batch.future)
                 except _AbandonedError:
@@ -99,7 +97,6 @@ class PassCoalescer(Generic[K, V, R]):
         batch.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         for item_key, item in items.items():
             batch.items[item_key] = item
-        batch.members = 1
         self._open[key] = batch
         lock = self._locks.setdefault(key, asyncio.Lock())
         try:

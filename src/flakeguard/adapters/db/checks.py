@@ -15,6 +15,7 @@ from sqlalchemy import and_, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.engine import Prepared, dialect_insert, reading
+from flakeguard.adapters.db.history import OUTCOMES
 from flakeguard.adapters.db.tables import (
     CaseRow,
     CheckRunRow,
@@ -23,8 +24,6 @@ from flakeguard.adapters.db.tables import (
     table_of,
 )
 from flakeguard.core.models import FAILING, Outcome
-
-_OUTCOMES = {o.value: o for o in Outcome}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +89,7 @@ async def outcomes_at_sha(
         rows = await _OUTCOMES_AT_SHA.all(conn, repository_id=repository_id, head_sha=head_sha)
     for case_id, key, name, class_name, file, raw_outcome, message, signature in rows:
         current = merged.get(case_id)
-        outcome = _OUTCOMES[raw_outcome]
+        outcome = OUTCOMES[raw_outcome]
         if current is None or (outcome in FAILING and not current.failed):
             merged[case_id] = ShaOutcome(
                 case_id, key, name, class_name, file, outcome, message, signature

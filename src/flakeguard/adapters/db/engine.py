@@ -118,6 +118,16 @@ def among(dialect: str, column: ColumnElement[Any], values: Sequence[Any]) -> Co
     return column.in_(list(values))
 
 
+async def asyncpg_connection(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under a PostgreSQL `AsyncConnection` (COPY, array binds, and
+    reads without SQLAlchemy's result layer)."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None:
+        raise RuntimeError("asyncpg connection is not open")
+    return driver
+
+
 class Prepared:
     """A SELECT built once with named `bindparam`s, for hot read paths.
 
@@ -148,10 +158,7 @@ class Prepared:
                 dict(compiled.construct_params(placeholders)),
             )
         sql, order, defaults = self._postgresql
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        if driver is None:
-            raise RuntimeError("asyncpg connection is not open")
+        driver = await asyncpg_connection(conn)
         values = {**defaults, **params}
         rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *(values[n] for n in order))
         return rows

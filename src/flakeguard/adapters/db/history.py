@@ -26,7 +26,7 @@ from flakeguard.core.models import ExecutionRecord, FlakeScore, Outcome, Verdict
 from flakeguard.core.quarantine import QuarantineState, QuarantineStatus
 
 # Enum lookups by value through a dict: `Verdict(value)` costs ~1 µs per row.
-_OUTCOMES = {o.value: o for o in Outcome}
+OUTCOMES: Final = {o.value: o for o in Outcome}
 _VERDICTS = {v.value: v for v in Verdict}
 _QUARANTINE_STATES = {q.value: q for q in QuarantineStatus}
 _HISTORY_PARTITION_ROWS = 20_000
@@ -220,7 +220,7 @@ async def stream_histories(
         .where(among(engine.dialect.name, e.c.test_case_id, list(key_of)))
         .order_by(e.c.test_case_id)
     )
-    runs, shares, outcomes = index.runs, index.failed_share, _OUTCOMES
+    runs, shares, outcomes = index.runs, index.failed_share, OUTCOMES
     current: int | None = None
     records: list[ExecutionRecord] = []
     async with engine.connect() as conn:  # a server-side cursor needs a transaction

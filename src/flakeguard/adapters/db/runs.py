@@ -22,7 +22,7 @@ from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.artifacts import ReportSource
-from flakeguard.adapters.db.engine import aware, dialect_insert, reading
+from flakeguard.adapters.db.engine import asyncpg_connection, aware, dialect_insert, reading
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -418,10 +418,7 @@ async def _pg_case_ids(
     learned: dict[str, tuple[int, datetime]],
 ) -> dict[str, int]:
     """PostgreSQL: three statements whatever the count (array binds, no IN lists to compile)."""
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    if driver is None:
-        raise RuntimeError("asyncpg connection is not open")
+    driver = await asyncpg_connection(conn)
     keys = list(wanted)
     found: dict[str, int] = {}
     stale: list[int] = []
@@ -480,10 +477,7 @@ async def _insert_executions(conn: AsyncConnection, rows: Iterable[tuple[Any, ..
     if not records:
         return
     if conn.dialect.name == "postgresql":
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        if driver is None:
-            raise RuntimeError("asyncpg connection is not open")
+        driver = await asyncpg_connection(conn)
         await driver.copy_records_to_table(
             "executions", records=records, columns=list(EXECUTION_COLUMNS)
         )
