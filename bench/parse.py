@@ -13,13 +13,25 @@ the part of the gap that any parser producing per-case results pays before doing
     python bench/parse.py --runs 5        # more runs
     python bench/parse.py --profile       # cProfile of our parser on the same file (top 25)
     python bench/parse.py --keep DIR      # keep the generated file in DIR
+    python bench/parse.py --instructions  # also count instructions under valgrind (~3 min)
+
+Wall and CPU times move by ±30 % on a shared VM, with the neighbours. `--instructions` runs
+bare and ours once more under `valgrind --tool=callgrind` and prints the ratio of executed
+instructions (each minus a run that only imports): repeatable to ~0.5 %, whatever the load,
+but blind to cache misses and branch mispredictions, which cost ours more per instruction
+than bare (so the instruction ratio is an upper bound of the time ratio).
+
+Our parser runs its compiled loop (`flakeguard.core._junit_speedups`) when it is built; the
+line "ours" says which loop ran, and `--pure` measures the pure-Python loop instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import re
 import resource
 import statistics
 import subprocess
@@ -153,11 +165,11 @@ def run_floor(path: Path) -> int:
     return cases
 
 
-def run_ours(path: Path) -> int:
+def run_ours(path: Path, speedups: bool = True) -> int:
     from flakeguard.core.junit import ReportReader
 
     with path.open("rb") as stream:
-        reader = ReportReader(stream, path.name)
+        reader = ReportReader(stream, path.name, speedups=speedups)
         attempts = 0
         for case in reader:
             attempts += len(case.attempts)
@@ -166,14 +178,30 @@ def run_ours(path: Path) -> int:
     return attempts
 
 
+def run_pure(path: Path) -> int:
+    return run_ours(path, speedups=False)
+
+
+def run_nothing(path: Path) -> int:
+    """The imports alone: the baseline subtracted from instruction counts."""
+    return 0
+
+
 def child(kind: str, path: Path) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
     baseline_mb = _peak_rss_mb()
-    runner = {"ours": run_ours, "bare": run_bare, "floor": run_floor}[kind]
-    if kind == "ours":
+    runner = {
+        "ours": run_ours,
+        "pure": run_pure,
+        "bare": run_bare,
+        "floor": run_floor,
+        "imports-lxml": run_nothing,
+        "imports-ours": run_nothing,
+    }[kind]
+    import lxml.etree  # noqa: F401
+
+    if kind in ("ours", "pure", "imports-ours"):
         import flakeguard.core.junit  # noqa: F401  # import cost is not parse cost
-    else:
-        import lxml.etree  # noqa: F401
     import_mb = _peak_rss_mb()
     start = time.perf_counter()
     start_cpu = time.process_time()
@@ -195,18 +223,42 @@ def child(kind: str, path: Path) -> None:
     )
 
 
-def measure(path: Path, runs: int) -> dict[str, list[dict[str, float]]]:
+def measure(path: Path, runs: int, ours: str) -> dict[str, list[dict[str, float]]]:
     results: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
     for _ in range(runs):
         for kind in KINDS:
             out = subprocess.run(
-                [sys.executable, __file__, "--child", kind, str(path)],
+                [sys.executable, __file__, "--child", ours if kind == "ours" else kind, str(path)],
                 check=True,
                 capture_output=True,
                 text=True,
             )
             results[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
+
+
+def instructions(path: Path, kind: str) -> int:
+    """Instructions one child executes, counted by callgrind (deterministic)."""
+    out = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--child",
+            kind,
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    match = re.search(r"Collected : (\d+)", out.stderr)
+    if match is None:
+        raise SystemExit(f"no instruction count from valgrind: {out.stderr[-500:]}")
+    return int(match.group(1))
 
 
 def profile(path: Path) -> None:
@@ -226,6 +278,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep", type=Path, default=None)
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PATH"))
+    parser.add_argument("--pure", action="store_true", help="ours without the compiled loop")
+    parser.add_argument("--instructions", action="store_true", help="also count instructions")
     args = parser.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]))
@@ -240,7 +294,12 @@ def main() -> None:
         if args.profile:
             profile(path)
             return
-        results = measure(path, args.runs)
+        from flakeguard.core.junit import SPEEDUPS
+
+        ours = "pure" if args.pure or not SPEEDUPS else "ours"
+        loop = "compiled loop" if ours == "ours" else "pure-Python loop"
+        print(f"ours runs the {loop} (flakeguard.core._junit_speedups built: {SPEEDUPS})")
+        results = measure(path, args.runs, ours)
         medians: dict[str, float] = {}
         cpu_medians: dict[str, float] = {}
         for kind in KINDS:
@@ -272,6 +331,13 @@ def main() -> None:
             f" {cpu_medians['bare'] / cpu_medians['floor']:.2f} by CPU time,"
             f" {best['bare'] / best['floor']:.2f} by best CPU time"
         )
+        if args.instructions:
+            bare = instructions(path, "bare") - instructions(path, "imports-lxml")
+            mine = instructions(path, ours) - instructions(path, "imports-ours")
+            print(
+                f"instructions (callgrind, minus imports): bare {bare / 1e6:,.0f} M,"
+                f" ours {mine / 1e6:,.0f} M, ratio ours/bare {bare / mine:.3f}"
+            )
 
 
 if __name__ == "__main__":

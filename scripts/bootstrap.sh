@@ -6,7 +6,8 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The compiled parser loop is rebuilt when its source or build script changes, too.
+stamp=.venv/.installed-$(cat pyproject.toml setup.py src/flakeguard/core/_junit_speedups.pyx | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[dev]"

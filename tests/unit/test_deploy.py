@@ -483,7 +483,7 @@ def test_dockerignore_keeps_the_build_inputs() -> None:
         for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     }
-    copied = {"pyproject.toml", "README.md", "src", "tests"}
+    copied = {"pyproject.toml", "setup.py", "README.md", "src", "tests"}
     assert not ignored & copied
     assert {".git", ".venv", ".env"} <= ignored
     for copy in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.MULTILINE):

@@ -14,6 +14,9 @@ import pytest
 from flakeguard.core.junit import ProblemKind, ReportReader, parse_bytes
 from flakeguard.core.models import CaseResult, Outcome
 
+# Every test here runs on both parser loops (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("parser_implementation")
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "junit"
 
 

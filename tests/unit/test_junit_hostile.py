@@ -20,6 +20,9 @@ import pytest
 from flakeguard.core.junit import ProblemKind, ReportReader, parse_bytes
 from flakeguard.core.models import Outcome
 
+# Every test here runs on both parser loops (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("parser_implementation")
+
 MAX_PEAK_RSS_MB = 200
 SECRET = "FLAKEGUARD-SECRET-7d1e0c"  # planted in a local file; must never come out
 

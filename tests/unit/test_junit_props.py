@@ -8,12 +8,16 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
 from flakeguard.core.junit import ReportReader, failure_signature, parse_bytes, parse_duration_s
 from flakeguard.core.models import FAILING, CaseResult, Outcome
+
+# Every test here runs on both parser loops (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("parser_implementation")
 
 # Letters, digits, punctuation and symbols (XML-legal, no surrogates or controls), the XML
 # specials, a plain space and a few characters outside the BMP.

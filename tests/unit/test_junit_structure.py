@@ -9,8 +9,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from flakeguard.core.junit import ParseLimits, ReportReader, parse_bytes
 from flakeguard.core.models import Outcome
+
+# Every test here runs on both parser loops (tests/unit/conftest.py).
+pytestmark = pytest.mark.usefixtures("parser_implementation")
 
 
 def _rows(xml: bytes, limits: ParseLimits | None = None) -> list[tuple[str, str, list[str]]]:
@@ -88,7 +93,7 @@ def test_repeats_across_the_periodic_sibling_cleanup_still_merge() -> None:
     assert rows[0] == ("s", "t0", ["failed", "passed"])
 
 
-def test_one_giant_suite_streams_in_bounded_memory() -> None:
+def test_one_giant_suite_streams_in_bounded_memory(parser_implementation: str) -> None:
     # pytest writes every case into one <testsuite>: 400k cases (~40 MB) must not be held.
     code = textwrap.dedent(
         """
@@ -124,14 +129,18 @@ def test_one_giant_suite_streams_in_bounded_memory() -> None:
                 return n
 
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        reader = ReportReader(io.BufferedReader(Gen()), "big.xml")
+        speedups = sys.argv[1] == "compiled"
+        reader = ReportReader(io.BufferedReader(Gen()), "big.xml", speedups=speedups)
         count = sum(1 for _ in reader)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(count, reader.problem is None, (after - before) // 1024)
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        [sys.executable, "-c", code, parser_implementation],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     count, ok, grown_mb = int(out[0]), out[1] == "True", int(out[2])
     assert (count, ok) == (400_000, True)

@@ -73,14 +73,29 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import chain, islice
 from operator import itemgetter
-from typing import IO, Final, cast
+from typing import IO, Any, Final, cast
 
 from lxml import etree
 
 from flakeguard.core.models import FAILING, Attempt, CaseResult, Outcome, ReportProblem
 
+_scan_plain: Callable[..., tuple[Any, int, bool]] | None
+_drain_cases: Callable[..., tuple[list[CaseResult], int]] | None
+try:
+    # Compiled at install when a C compiler is present (setup.py); without it, the same
+    # results come from the pure-Python loop below, ~1.7x slower on big reports.
+    from flakeguard.core._junit_speedups import drain_cases, scan_plain
+except ImportError:  # pragma: no cover - depends on the install, not on the input
+    _scan_plain = _drain_cases = None
+else:
+    _scan_plain, _drain_cases = scan_plain, drain_cases
+
+SPEEDUPS: Final = _scan_plain is not None
+"""Whether the compiled hot loop (`_junit_speedups`) is installed."""
+
 __all__ = [
     "ENV_PROPERTY_NAMES",
+    "SPEEDUPS",
     "ParseLimits",
     "ProblemKind",
     "ReportReader",
@@ -483,7 +498,7 @@ if CaseResult._fields != _CASE_FIELDS:  # pragma: no cover
     raise ImportError("core.models.CaseResult changed: update _CASE_FIELDS and ReportReader._drain")
 if Attempt._fields != ("outcome", "duration_s", "failure_type", "message", "signature"):
     raise ImportError(
-        "core.models.Attempt changed: update ReportReader._passed_attempt"
+        "core.models.Attempt changed: update the `_new_tuple(Attempt, ...)` calls"
     )  # pragma: no cover
 _new_tuple: Final = tuple.__new__
 _CLEAR_EVERY: Final = 64
@@ -549,9 +564,15 @@ class ReportReader:
     """
 
     def __init__(
-        self, stream: IO[bytes], source: str, limits: ParseLimits = DEFAULT_LIMITS
+        self,
+        stream: IO[bytes],
+        source: str,
+        limits: ParseLimits = DEFAULT_LIMITS,
+        *,
+        speedups: bool = True,
     ) -> None:
         self._stream = _GuardedStream(stream)
+        self._speedups = speedups
         self._source = source
         self._limits = limits
         self._problem: ReportProblem | None = None
@@ -712,9 +733,32 @@ class ReportReader:
         pick = _NO_PICK
         time_index = -1
         plain = False
+        scan = _scan_plain if self._speedups else None
+        elem: Any  # lxml-stubs lack `clear(keep_tail=)` and type `values()` as a Sequence
         try:
-            for _event, elem in events:
-                if elem.tag == "testcase":
+            while True:
+                if scan is not None and cases_parent is not None and frame is not None:
+                    # Compiled: consume this suite's plain testcases as the branch below does.
+                    elem, added, counted = scan(
+                        events,
+                        cases_parent,
+                        buffer,
+                        passed_cache,
+                        self._passed_attempt,
+                        check_at - buffered,
+                    )
+                    buffered += added
+                    if elem is None:
+                        break
+                else:
+                    step = next(events, None)
+                    if step is None:
+                        break
+                    elem = step[1]
+                    counted = False
+                if counted:
+                    parent = cases_parent
+                elif elem.tag == "testcase":
                     # Hot path: one iteration per testcase of the report.
                     parent = elem.getparent()
                     if parent is not cases_parent or frame is None:
@@ -749,35 +793,36 @@ class ReportReader:
                         buffered += self._add_rich_case(elem, frame, key)
                         # Children (output, stack traces) can be large: free them now.
                         elem.clear(keep_tail=False)
-                    if buffered >= check_at:
-                        # Earlier siblings are done with: delete them in one C call every
-                        # `_CLEAR_EVERY` cases (a childless testcase costs ~100 bytes).
-                        if parent is not None:
-                            del parent[: parent.index(elem)]
-                        if buffered >= max_buffered:
-                            yield self._drain(frame)
-                            buffer = frame.buffer
-                            buffered = 0
-                        check_at = min(buffered + _CLEAR_EVERY, max_buffered)
+                else:
+                    # A suite (or the root) ended.
+                    if frame is None or frame.elem is not elem:
+                        # No testcase of its own so far (empty, or only nested suites).
+                        yield from self._enter(stack, elem)
+                    closed = stack.pop()
+                    if closed.buffer:
+                        yield self._drain(closed)
+                    if closed.path == _MOCHA_ROOT_SUITE and self._default_file is None:
+                        self._default_file = closed.file
+                    frame = stack[-1] if stack else None
+                    buffer = frame.buffer if frame is not None else {}
+                    buffered = 0
+                    check_at = min(_CLEAR_EVERY, max_buffered)
+                    cases_parent = None
+                    elem.clear(keep_tail=False)
+                    parent = elem.getparent()
+                    if parent is not None:
+                        del parent[: parent.index(elem)]
                     continue
-                # A suite (or the root) ended.
-                if frame is None or frame.elem is not elem:
-                    # No testcase of its own so far (empty, or only nested suites).
-                    yield from self._enter(stack, elem)
-                closed = stack.pop()
-                if closed.buffer:
-                    yield self._drain(closed)
-                if closed.path == _MOCHA_ROOT_SUITE and self._default_file is None:
-                    self._default_file = closed.file
-                frame = stack[-1] if stack else None
-                buffer = frame.buffer if frame is not None else {}
-                buffered = 0
-                check_at = min(_CLEAR_EVERY, max_buffered)
-                cases_parent = None
-                elem.clear(keep_tail=False)
-                parent = elem.getparent()
-                if parent is not None:
-                    del parent[: parent.index(elem)]
+                if buffered >= check_at:
+                    # Earlier siblings are done with: delete them in one C call every
+                    # `_CLEAR_EVERY` cases (a childless testcase costs ~100 bytes).
+                    if parent is not None:
+                        del parent[: parent.index(elem)]
+                    if buffered >= max_buffered and frame is not None:
+                        yield self._drain(frame)
+                        buffer = frame.buffer
+                        buffered = 0
+                    check_at = min(buffered + _CLEAR_EVERY, max_buffered)
         except _StreamReadFailedError:
             self._fail(ProblemKind.READ_FAILED, self._read_failure_detail())
         except etree.XMLSyntaxError as exc:
@@ -872,32 +917,56 @@ class ReportReader:
         case_properties = frame.case_properties
         frame.buffer = {}
         frame.case_properties = {}
-        counts = self._counts
-        hides = frame.hides_failed_attempts
-        suite = frame.path
-        env = frame.env
         default_file = frame.file if frame.file is not None else self._default_file
+
+        def merged(attempts: list[Attempt]) -> tuple[Attempt, ...]:
+            return self._merged(attempts, frame.hides_failed_attempts)
+
+        if self._speedups and _drain_cases is not None:
+            cases, attempts_seen = _drain_cases(
+                buffer,
+                case_properties,
+                frame.path,
+                default_file,
+                frame.env,
+                self._counts,
+                self._normalise_file,
+                merged,
+                CaseResult,
+            )
+        else:
+            cases, attempts_seen = self._drain_cases(
+                buffer, case_properties, frame.path, default_file, frame.env, merged
+            )
+        self._yielded += len(cases)
+        self._attempts += attempts_seen
+        return cases
+
+    def _drain_cases(
+        self,
+        buffer: _Buffer,
+        case_properties: dict[_CaseKey, tuple[tuple[str, str], ...]],
+        suite: str,
+        default_file: str | None,
+        env: tuple[tuple[str, str], ...],
+        merged: Callable[[list[Attempt]], tuple[Attempt, ...]],
+    ) -> tuple[list[CaseResult], int]:
+        """Pure-Python `_junit_speedups.drain_cases` (the second-hottest loop of the parser)."""
+        counts = self._counts
         normalise_file = self._normalise_file
         new_tuple = _new_tuple
         cases: list[CaseResult] = []
         append = cases.append
         attempts_seen = 0
-        # Counted per suite, not per case: the loop below is the second-hottest of the parser.
         for key, value in buffer.items():
             class_name, name, raw_file = key
-            if isinstance(value, Attempt):
-                counts[value.outcome] += 1
-                attempts: tuple[Attempt, ...] = (value,)
-                attempts_seen += 1
+            if isinstance(value, list):
+                attempts = merged(value)
+                attempts_seen += len(attempts)
             else:
-                if hides:
-                    value = [_as_hidden_failure(a) for a in value[:-1]] + value[-1:]
-                final = value[-1].outcome
-                counts[final] += 1
-                attempts_seen += len(value)
-                if final is Outcome.PASSED and any(a.outcome in FAILING for a in value):
-                    self._flaky += 1
-                attempts = tuple(value)
+                counts[value.outcome] += 1
+                attempts = (value,)
+                attempts_seen += 1
             # `CaseResult(...)` minus the Python-level `__new__` of a named tuple: one C call;
             # `_CASE_FIELDS` pins the field order.
             append(
@@ -913,9 +982,17 @@ class ReportReader:
                     ),
                 )
             )
-        self._yielded += len(cases)
-        self._attempts += attempts_seen
-        return cases
+        return cases, attempts_seen
+
+    def _merged(self, attempts: list[Attempt], hides: bool) -> tuple[Attempt, ...]:
+        """A repeated test's attempts in order (counted by its final outcome)."""
+        if hides:
+            attempts = [_as_hidden_failure(a) for a in attempts[:-1]] + attempts[-1:]
+        final = attempts[-1].outcome
+        self._counts[final] += 1
+        if final is Outcome.PASSED and any(a.outcome in FAILING for a in attempts):
+            self._flaky += 1
+        return tuple(attempts)
 
     # -- cases -----------------------------------------------------------------------------
 
@@ -977,16 +1054,14 @@ class ReportReader:
             tag: object = child.tag  # a function for comments and PIs
             if tag in _FAIL_KIND:
                 if main_el is None:
-                    main_el, main_kind = child, _FAIL_KIND[child.tag]
+                    main_el, main_kind = child, _FAIL_KIND[tag]
             elif tag == "skipped":
                 if skipped_el is None:
                     skipped_el = child
             elif tag in _FLAKY_KIND:
-                before.append(
-                    self._failed_attempt(child, _FLAKY_KIND[child.tag], nested_stack=True)
-                )
+                before.append(self._failed_attempt(child, _FLAKY_KIND[tag], nested_stack=True))
             elif tag in _RERUN_KIND:
-                after.append(self._failed_attempt(child, _RERUN_KIND[child.tag], nested_stack=True))
+                after.append(self._failed_attempt(child, _RERUN_KIND[tag], nested_stack=True))
             elif tag == "properties":
                 has_properties = True
         time_text = elem.get("time")
@@ -996,11 +1071,15 @@ class ReportReader:
             message = skipped_el.get("message")
             if not message:
                 message = _first_line(skipped_el.text)
-            main = Attempt(
-                outcome=Outcome.SKIPPED,
-                duration_s=parse_duration_s(time_text),
-                failure_type=(skipped_el.get("type") or None),
-                message=_trim(message.strip(), self._limits.max_message_chars) if message else None,
+            main = _new_tuple(
+                Attempt,
+                (
+                    Outcome.SKIPPED,
+                    parse_duration_s(time_text),
+                    skipped_el.get("type") or None,
+                    _trim(message.strip(), self._limits.max_message_chars) if message else None,
+                    None,
+                ),
             )
         else:
             status = elem.get("status")
@@ -1008,7 +1087,7 @@ class ReportReader:
             if outcome is None:
                 main = self._passed_attempt(time_text)
             else:
-                main = Attempt(outcome=outcome, duration_s=parse_duration_s(time_text))
+                main = _new_tuple(Attempt, (outcome, parse_duration_s(time_text), None, None, None))
         return before, main, after, has_properties
 
     def _failed_attempt(
@@ -1031,12 +1110,15 @@ class ReportReader:
                 time_text = el.get("time")
         message = (el.get("message") or "").strip() or _first_line(stack)
         kind = "error" if outcome is Outcome.ERROR else "failure"
-        return Attempt(
-            outcome=outcome,
-            duration_s=parse_duration_s(time_text),
-            failure_type=failure_type,
-            message=_trim(message, limits.max_message_chars) if message else None,
-            signature=failure_signature(kind, failure_type, message, stack, limits),
+        return _new_tuple(
+            Attempt,
+            (
+                outcome,
+                parse_duration_s(time_text),
+                failure_type,
+                _trim(message, limits.max_message_chars) if message else None,
+                failure_signature(kind, failure_type, message, stack, limits),
+            ),
         )
 
     def _case_properties(

@@ -1,0 +1,243 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, binding=False
+"""Compiled hot loop of `flakeguard.core.junit.ReportReader` (optional; see junit.py).
+
+`scan_plain` consumes the parser's events while they are *plain* testcases of the suite being
+read, and merges each into the suite's buffer exactly as junit.py's pure-Python hot path does.
+It hands back the first event it does not handle, so everything else (suites, testcases with
+children or a ``status``, identity, retries, signatures) stays in junit.py, in one place.
+
+A plain testcase is an element named ``testcase`` without a namespace, whose parent is
+`cases_parent`, with no child node (element, comment or PI: lxml's ``len(elem) == 0``) and no
+``status`` attribute. Its merge key is (``classname`` if present else ``class``, ``name``,
+``file``), a missing attribute giving None; its attempt is `passed_cache[time]` or
+`passed_attempt(time)`. These rules mirror `junit._case_layout` and the plain branch of
+`ReportReader._parse_body`; `tests/unit/test_junit_speedups.py` runs every JUnit test on both.
+
+Attributes are read from libxml2's node through lxml's public C API (no Python lists per
+testcase), which is the whole gain: ~1.7x on bench/parse.py's 200k-case report.
+"""
+
+cimport lxml.includes.etreepublic as cetree
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport strcmp, strlen
+from lxml.includes cimport tree
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyObject
+    ctypedef struct PyTypeObject
+    PyObject* PyType_GenericAlloc(PyTypeObject* type, Py_ssize_t items) except NULL
+    PyObject* PyDict_SetDefault(object mapping, object key, object default) except NULL
+    void PyTuple_SET_ITEM(PyObject* tuple, Py_ssize_t index, PyObject* item)
+    void Py_INCREF(object item)
+    void Py_DECREF(object item)
+    bint PyUnicode_IS_ASCII(object text)
+    int PyUnicode_CompareWithASCIIString(object text, const char* string)
+    Py_ssize_t PyUnicode_GET_LENGTH(object text)
+    Py_UCS4 PyUnicode_READ_CHAR(object text, Py_ssize_t index)
+    bint Py_UNICODE_ISSPACE(Py_UCS4 ch)
+
+
+cetree.import_lxml__etree()
+
+
+cdef inline object _value(tree.xmlNode* c_node, tree.xmlAttr* c_attr, object previous):
+    """The attribute's value as lxml gives it; `previous` itself when equal and ASCII.
+
+    A value the parser stored as one text node is decoded from libxml2's UTF-8 directly
+    (lxml's `attributeValue` looks the attribute up again and copies it first); anything
+    else goes through lxml. Reusing `previous` (a suite's classname, file) saves the decode
+    and lets the merge key's hash be the cached one.
+    """
+    cdef tree.xmlNode* text = c_attr.children
+    cdef const char* content
+    if text is NULL or text.next is not NULL or text.type != tree.XML_TEXT_NODE:
+        return cetree.attributeValue(c_node, c_attr)
+    content = <const char*>text.content
+    if content is NULL:
+        return cetree.attributeValue(c_node, c_attr)
+    if (
+        previous is not None
+        and PyUnicode_IS_ASCII(previous)
+        and PyUnicode_CompareWithASCIIString(previous, content) == 0
+    ):
+        return previous
+    return PyUnicode_DecodeUTF8(content, strlen(content), NULL)
+
+
+cdef inline object _stripped(object text):
+    """`text.strip()`, or "" for None/empty, without a method call when nothing to strip."""
+    cdef Py_ssize_t length
+    if not text:
+        return ""
+    length = PyUnicode_GET_LENGTH(text)
+    if Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(text, 0)) or Py_UNICODE_ISSPACE(
+        PyUnicode_READ_CHAR(text, length - 1)
+    ):
+        return (<str>text).strip()
+    return text
+
+
+def scan_plain(
+    events,
+    cetree._Element cases_parent,
+    dict buffer,
+    dict passed_cache,
+    passed_attempt,
+    Py_ssize_t budget,
+):
+    """Consume plain testcases of `cases_parent` (at most `budget`, at least one).
+
+    Returns (element, added, counted):
+    - (None, added, False): the events are exhausted;
+    - (elem, added, True): the budget is spent; `elem`, the last case, was merged (the caller
+      runs its clean-up check with it);
+    - (elem, added, False): `elem` is not a plain case of `cases_parent`; the caller handles it.
+    """
+    cdef cetree._Element elem
+    cdef tree.xmlNode* c_node
+    cdef tree.xmlNode* c_parent = cases_parent._c_node
+    cdef tree.xmlAttr* c_attr
+    cdef const char* attr_name
+    cdef Py_ssize_t added = 0, size
+    cdef bint has_classname, has_status
+    cdef object class_name, class_attr, name, file, time_text, key, attempt, previous
+    cdef object last_class = None, last_file = None
+    if budget < 1:
+        budget = 1
+    for _event, item in events:
+        elem = <cetree._Element?>item
+        c_node = elem._c_node
+        if (
+            c_node.parent is not c_parent
+            or c_node.ns is not NULL
+            or strcmp(<const char*>c_node.name, b"testcase") != 0
+            or cetree.hasChild(c_node)
+        ):
+            return elem, added, False
+        class_name = class_attr = name = file = time_text = None
+        has_classname = has_status = False
+        c_attr = c_node.properties
+        while c_attr is not NULL:
+            if c_attr.ns is NULL:
+                attr_name = <const char*>c_attr.name
+                if strcmp(attr_name, b"name") == 0:
+                    name = _value(c_node, c_attr, None)
+                elif strcmp(attr_name, b"classname") == 0:
+                    class_name = last_class = _value(c_node, c_attr, last_class)
+                    has_classname = True
+                elif strcmp(attr_name, b"time") == 0:
+                    time_text = _value(c_node, c_attr, None)
+                elif strcmp(attr_name, b"file") == 0:
+                    file = last_file = _value(c_node, c_attr, last_file)
+                elif strcmp(attr_name, b"class") == 0:
+                    class_attr = last_class = _value(c_node, c_attr, last_class)
+                elif strcmp(attr_name, b"status") == 0:
+                    has_status = True
+                    break
+            c_attr = c_attr.next
+        if has_status:
+            return elem, added, False
+        key = (class_name if has_classname else class_attr, name, file)
+        attempt = passed_cache.get(time_text)
+        if attempt is None:
+            attempt = passed_attempt(time_text)
+        # One lookup for the common case, a key not seen yet in this suite (attempts are
+        # shared objects, so a grown dict, not the value returned, tells an insertion).
+        size = len(buffer)
+        previous = <object>PyDict_SetDefault(buffer, key, attempt)
+        if len(buffer) != size:
+            pass
+        elif type(previous) is list:
+            (<list>previous).append(attempt)
+        else:
+            buffer[key] = [previous, attempt]
+        added += 1
+        if added >= budget:
+            return elem, added, True
+    return None, added, False
+
+
+def drain_cases(
+    dict buffer,
+    dict case_properties,
+    str suite,
+    default_file,
+    tuple env,
+    dict counts,
+    normalise_file,
+    merged_attempts,
+    case_type,
+):
+    """A drained suite buffer as `CaseResult`s in buffer order, and the attempts counted.
+
+    Mirrors `ReportReader._drain`: a single `Attempt` is counted here, a list goes to
+    `merged_attempts(list) -> tuple` (which counts it); `case_type` is `CaseResult`, built
+    with `tuple.__new__` in its field order (suite, class_name, name, file, attempts,
+    properties).
+    """
+    cdef list cases = []
+    cdef Py_ssize_t attempts_seen = 0, run = 0
+    cdef object run_outcome = None
+    cdef tuple attempts
+    cdef object class_name, name, raw_file, outcome, properties
+    for key, value in buffer.items():
+        class_name, name, raw_file = <tuple>key
+        if type(value) is list:
+            attempts = merged_attempts(value)
+            attempts_seen += len(attempts)
+        else:
+            outcome = (<tuple>value)[0]
+            # Counted in runs of one outcome: one dict update per run, not per case.
+            if outcome is not run_outcome:
+                if run:
+                    counts[run_outcome] += run
+                run_outcome = outcome
+                run = 0
+            run += 1
+            attempts = (value,)
+            attempts_seen += 1
+        if case_properties:
+            properties = case_properties.get(key, env)
+        else:
+            properties = env
+        cases.append(
+            _case(
+                case_type,
+                suite,
+                _stripped(class_name),
+                _stripped(name),
+                normalise_file(raw_file) if raw_file else default_file,
+                attempts,
+                properties,
+            )
+        )
+    if run:
+        counts[run_outcome] += run
+    return cases, attempts_seen
+
+
+cdef inline object _case(
+    object case_type, object suite, object class_name, object name, object file,
+    object attempts, object properties,
+):
+    """`tuple.__new__(case_type, (...))` without the intermediate tuple and method lookup.
+
+    `case_type` is a named tuple class (no instance dict: the layout of a tuple), allocated
+    as `tuple_subtype_new` does and filled with new references.
+    """
+    cdef PyObject* case = PyType_GenericAlloc(<PyTypeObject*>case_type, 6)
+    _put(case, 0, suite)
+    _put(case, 1, class_name)
+    _put(case, 2, name)
+    _put(case, 3, file)
+    _put(case, 4, attempts)
+    _put(case, 5, properties)
+    result = <object>case  # a new reference of its own...
+    Py_DECREF(result)  # ...so drop the one the allocation returned
+    return result
+
+
+cdef inline void _put(PyObject* tuple, Py_ssize_t index, object item):
+    Py_INCREF(item)
+    PyTuple_SET_ITEM(tuple, index, <PyObject*>item)
