@@ -27,6 +27,6 @@ def parser_implementation(request: pytest.FixtureRequest) -> Iterator[str]:
         yield kind
         return
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(junit, "_scan_plain", None)
+        patch.setattr(junit, "_scan_cases", None)
         patch.setattr(junit, "_drain_cases", None)
         yield kind

@@ -68,6 +68,21 @@ CASES = [
     '<testcase classname="C" name="bad time" time="soon"/>',
     '<testcase classname="com.acme.Long" name="surefire"><flakyFailure message="f" type="E">'
     "<stackTrace>at a</stackTrace></flakyFailure></testcase>",
+    '<testcase classname="C" name="output only" time="4"><system-out>log</system-out></testcase>',
+    '<testcase classname="C" name="failure wins"><skipped/><failure type=" T ">at a\n at b'
+    "</failure><error>x</error></testcase>",
+    '<testcase classname="C" name="error first"><error message="e" type="E"/><failure/></testcase>',
+    '<testcase classname="C" name="namespaced failure" xmlns:x="urn:x"><x:failure/></testcase>',
+    '<testcase classname="C" name="skipped text"><skipped type="T">\n\n  why\nmore</skipped>'
+    "</testcase>",
+    '<testcase classname="C" name="cdata"><failure><![CDATA[first <line>\nat x]]></failure>'
+    "<system-err>e</system-err></testcase>",
+    '<testcase classname="C" name="split text"><failure>before<!-- c -->after</failure></testcase>',
+    '<testcase classname="C" name="properties"><properties><property name="k" value="v"/>'
+    "</properties></testcase>",
+    '<testcase classname="C" name="rerun"><failure message="m"/><rerunFailure message="r">'
+    "<stackTrace>at r</stackTrace></rerunFailure></testcase>",
+    '<testcase classname="C" name="repeat" time="1"><skipped message="s"/></testcase>',
 ]
 
 

@@ -6,12 +6,16 @@ from lxml import etree
 
 from flakeguard.core.models import Attempt, CaseResult, Outcome
 
-def scan_plain(
+def scan_cases(
     events: Iterator[tuple[str, etree._Element]],
     cases_parent: etree._Element,
     buffer: dict[tuple[str | None, str | None, str | None], Attempt | list[Attempt]],
     passed_cache: dict[str | None, Attempt],
     passed_attempt: Callable[[str | None], Attempt],
+    failure: Callable[[Outcome, str | None, str | None, str | None, str | None], Attempt],
+    skip: Callable[[str | None, str | None, str | None, str | None], Attempt],
+    failed_outcome: Outcome,
+    error_outcome: Outcome,
     budget: int,
 ) -> tuple[etree._Element | None, int, bool]: ...
 def drain_cases(

@@ -1,20 +1,23 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, binding=False
 """Compiled hot loop of `flakeguard.core.junit.ReportReader` (optional; see junit.py).
 
-`scan_plain` consumes the parser's events while they are *plain* testcases of the suite being
-read, and merges each into the suite's buffer exactly as junit.py's pure-Python hot path does.
-It hands back the first event it does not handle, so everything else (suites, testcases with
-children or a ``status``, identity, retries, signatures) stays in junit.py, in one place.
+`scan_cases` consumes the parser's events while they are testcases of the suite being read
+that it can read exactly as junit.py's pure-Python loop does, and merges each into the
+suite's buffer. It hands back the first event it does not handle, so suites, testcases with
+a ``status`` attribute, Surefire's flaky*/rerun* children and ``<properties>`` stay in
+junit.py. Building an attempt from what the elements hold (`ReportReader._failure`,
+`_skip`, `_passed_attempt`: identity of outcomes, messages, signatures) is always junit.py's
+code, called from here. `drain_cases` turns a drained buffer into `CaseResult`s.
 
-A plain testcase is an element named ``testcase`` without a namespace, whose parent is
-`cases_parent`, with no child node (element, comment or PI: lxml's ``len(elem) == 0``) and no
-``status`` attribute. Its merge key is (``classname`` if present else ``class``, ``name``,
-``file``), a missing attribute giving None; its attempt is `passed_cache[time]` or
-`passed_attempt(time)`. These rules mirror `junit._case_layout` and the plain branch of
-`ReportReader._parse_body`; `tests/unit/test_junit_speedups.py` runs every JUnit test on both.
+Mirrored rules (`tests/unit/test_junit_speedups.py` compares both loops; every other JUnit
+test runs on both): a testcase element without a namespace whose parent is `cases_parent`;
+its merge key is (``classname`` if present else ``class``, ``name``, ``file``), a missing
+attribute giving None; its result is its first ``failure``/``error`` child, else its first
+``skipped`` child, else a pass (children are elements without a namespace; comments, PIs,
+text and other elements are ignored), and its children are cleared once read.
 
-Attributes are read from libxml2's node through lxml's public C API (no Python lists per
-testcase), which is the whole gain: ~1.7x on bench/parse.py's 200k-case report.
+Attributes are read from libxml2's nodes through lxml's public C API (no Python lists or
+element proxies per testcase), which is the whole gain.
 """
 
 cimport lxml.includes.etreepublic as cetree
@@ -78,29 +81,83 @@ cdef inline object _stripped(object text):
     return text
 
 
-def scan_plain(
+cdef enum ChildKind:
+    OTHER = 0
+    FAILURE = 1
+    ERROR = 2
+    SKIPPED = 3
+    FOR_PYTHON = 4  # flaky*/rerun* attempts and <properties>: junit.py reads those
+
+
+cdef ChildKind _child_kind(tree.xmlNode* child):
+    """What a testcase's child is to `ReportReader._attempts_of` (elements without a namespace)."""
+    cdef const char* name
+    if child.type != tree.XML_ELEMENT_NODE or child.ns is not NULL:
+        return OTHER
+    name = <const char*>child.name
+    if strcmp(name, b"failure") == 0:
+        return FAILURE
+    if strcmp(name, b"error") == 0:
+        return ERROR
+    if strcmp(name, b"skipped") == 0:
+        return SKIPPED
+    if (
+        strcmp(name, b"flakyFailure") == 0
+        or strcmp(name, b"flakyError") == 0
+        or strcmp(name, b"rerunFailure") == 0
+        or strcmp(name, b"rerunError") == 0
+        or strcmp(name, b"properties") == 0
+    ):
+        return FOR_PYTHON
+    return OTHER
+
+
+cdef tuple _type_and_message(tree.xmlNode* c_node):
+    """The ``type`` and ``message`` attributes of a result element (None when missing)."""
+    cdef tree.xmlAttr* c_attr = c_node.properties
+    cdef object type_attr = None, message_attr = None
+    while c_attr is not NULL:
+        if c_attr.ns is NULL:
+            if strcmp(<const char*>c_attr.name, b"message") == 0:
+                message_attr = _value(c_node, c_attr, None)
+            elif strcmp(<const char*>c_attr.name, b"type") == 0:
+                type_attr = _value(c_node, c_attr, None)
+        c_attr = c_attr.next
+    return type_attr, message_attr
+
+
+def scan_cases(
     events,
     cetree._Element cases_parent,
     dict buffer,
     dict passed_cache,
     passed_attempt,
+    failure,
+    skip,
+    failed_outcome,
+    error_outcome,
     Py_ssize_t budget,
 ):
-    """Consume plain testcases of `cases_parent` (at most `budget`, at least one).
+    """Consume testcases of `cases_parent` (at most `budget`, at least one) while they are
+    ones this loop reads exactly as junit.py does.
 
     Returns (element, added, counted):
     - (None, added, False): the events are exhausted;
     - (elem, added, True): the budget is spent; `elem`, the last case, was merged (the caller
       runs its clean-up check with it);
-    - (elem, added, False): `elem` is not a plain case of `cases_parent`; the caller handles it.
+    - (elem, added, False): `elem` is not such a case; the caller handles it.
     """
     cdef cetree._Element elem
     cdef tree.xmlNode* c_node
     cdef tree.xmlNode* c_parent = cases_parent._c_node
+    cdef tree.xmlNode* child
+    cdef tree.xmlNode* main_node
+    cdef tree.xmlNode* skipped_node
     cdef tree.xmlAttr* c_attr
     cdef const char* attr_name
     cdef Py_ssize_t added = 0, size
-    cdef bint has_classname, has_status
+    cdef bint has_classname, has_status, rich
+    cdef ChildKind kind, main_kind
     cdef object class_name, class_attr, name, file, time_text, key, attempt, previous
     cdef object last_class = None, last_file = None
     if budget < 1:
@@ -112,7 +169,6 @@ def scan_plain(
             c_node.parent is not c_parent
             or c_node.ns is not NULL
             or strcmp(<const char*>c_node.name, b"testcase") != 0
-            or cetree.hasChild(c_node)
         ):
             return elem, added, False
         class_name = class_attr = name = file = time_text = None
@@ -138,10 +194,42 @@ def scan_plain(
             c_attr = c_attr.next
         if has_status:
             return elem, added, False
+        # A testcase with children: its result element decides, as in `_attempts_of`.
+        main_node = skipped_node = NULL
+        main_kind = OTHER
+        rich = cetree.hasChild(c_node)
+        if rich:
+            child = c_node.children
+            while child is not NULL:
+                kind = _child_kind(child)
+                if kind == FOR_PYTHON:
+                    return elem, added, False
+                if kind == FAILURE or kind == ERROR:
+                    if main_node is NULL:
+                        main_node, main_kind = child, kind
+                elif kind == SKIPPED and skipped_node is NULL:
+                    skipped_node = child
+                child = child.next
+        if main_node is not NULL:
+            type_attr, message_attr = _type_and_message(main_node)
+            attempt = failure(
+                failed_outcome if main_kind == FAILURE else error_outcome,
+                time_text,
+                type_attr,
+                message_attr,
+                cetree.textOf(main_node),
+            )
+        elif skipped_node is not NULL:
+            type_attr, message_attr = _type_and_message(skipped_node)
+            attempt = skip(time_text, type_attr, message_attr, cetree.textOf(skipped_node))
+        else:
+            attempt = passed_cache.get(time_text)
+            if attempt is None:
+                attempt = passed_attempt(time_text)
+        if rich:
+            # Children (output, stack traces) can be large: free them now.
+            elem.clear(keep_tail=False)
         key = (class_name if has_classname else class_attr, name, file)
-        attempt = passed_cache.get(time_text)
-        if attempt is None:
-            attempt = passed_attempt(time_text)
         # One lookup for the common case, a key not seen yet in this suite (attempts are
         # shared objects, so a grown dict, not the value returned, tells an insertion).
         size = len(buffer)

@@ -79,18 +79,18 @@ from lxml import etree
 
 from flakeguard.core.models import FAILING, Attempt, CaseResult, Outcome, ReportProblem
 
-_scan_plain: Callable[..., tuple[Any, int, bool]] | None
+_scan_cases: Callable[..., tuple[Any, int, bool]] | None
 _drain_cases: Callable[..., tuple[list[CaseResult], int]] | None
 try:
     # Compiled at install when a C compiler is present (setup.py); without it, the same
     # results come from the pure-Python loop below, ~1.7x slower on big reports.
-    from flakeguard.core._junit_speedups import drain_cases, scan_plain
+    from flakeguard.core._junit_speedups import drain_cases, scan_cases
 except ImportError:  # pragma: no cover - depends on the install, not on the input
-    _scan_plain = _drain_cases = None
+    _scan_cases = _drain_cases = None
 else:
-    _scan_plain, _drain_cases = scan_plain, drain_cases
+    _scan_cases, _drain_cases = scan_cases, drain_cases
 
-SPEEDUPS: Final = _scan_plain is not None
+SPEEDUPS: Final = _scan_cases is not None
 """Whether the compiled hot loop (`_junit_speedups`) is installed."""
 
 __all__ = [
@@ -733,18 +733,22 @@ class ReportReader:
         pick = _NO_PICK
         time_index = -1
         plain = False
-        scan = _scan_plain if self._speedups else None
+        scan = _scan_cases if self._speedups else None
         elem: Any  # lxml-stubs lack `clear(keep_tail=)` and type `values()` as a Sequence
         try:
             while True:
                 if scan is not None and cases_parent is not None and frame is not None:
-                    # Compiled: consume this suite's plain testcases as the branch below does.
+                    # Compiled: consume this suite's testcases as the branch below does.
                     elem, added, counted = scan(
                         events,
                         cases_parent,
                         buffer,
                         passed_cache,
                         self._passed_attempt,
+                        self._failure,
+                        self._skip,
+                        Outcome.FAILED,
+                        Outcome.ERROR,
                         check_at - buffered,
                     )
                     buffered += added
@@ -1068,18 +1072,8 @@ class ReportReader:
         if main_el is not None and main_kind is not None:
             main = self._failed_attempt(main_el, main_kind, nested_stack=False, time_text=time_text)
         elif skipped_el is not None:
-            message = skipped_el.get("message")
-            if not message:
-                message = _first_line(skipped_el.text)
-            main = _new_tuple(
-                Attempt,
-                (
-                    Outcome.SKIPPED,
-                    parse_duration_s(time_text),
-                    skipped_el.get("type") or None,
-                    _trim(message.strip(), self._limits.max_message_chars) if message else None,
-                    None,
-                ),
+            main = self._skip(
+                time_text, skipped_el.get("type"), skipped_el.get("message"), skipped_el.text
             )
         else:
             status = elem.get("status")
@@ -1098,8 +1092,6 @@ class ReportReader:
         nested_stack: bool,
         time_text: str | None = None,
     ) -> Attempt:
-        limits = self._limits
-        failure_type = (el.get("type") or "").strip() or None
         stack = el.text
         if nested_stack:
             # Surefire's flaky*/rerun* elements keep the trace in a <stackTrace> child.
@@ -1108,7 +1100,20 @@ class ReportReader:
                 break
             if time_text is None:
                 time_text = el.get("time")
-        message = (el.get("message") or "").strip() or _first_line(stack)
+        return self._failure(outcome, time_text, el.get("type"), el.get("message"), stack)
+
+    def _failure(
+        self,
+        outcome: Outcome,
+        time_text: str | None,
+        type_attr: str | None,
+        message_attr: str | None,
+        stack: str | None,
+    ) -> Attempt:
+        """A failed attempt from what its element holds (also called by the compiled loop)."""
+        limits = self._limits
+        failure_type = (type_attr or "").strip() or None
+        message = (message_attr or "").strip() or _first_line(stack)
         kind = "error" if outcome is Outcome.ERROR else "failure"
         return _new_tuple(
             Attempt,
@@ -1118,6 +1123,26 @@ class ReportReader:
                 failure_type,
                 _trim(message, limits.max_message_chars) if message else None,
                 failure_signature(kind, failure_type, message, stack, limits),
+            ),
+        )
+
+    def _skip(
+        self,
+        time_text: str | None,
+        type_attr: str | None,
+        message_attr: str | None,
+        text: str | None,
+    ) -> Attempt:
+        """A skipped attempt from its `<skipped>` element (also called by the compiled loop)."""
+        message = message_attr or _first_line(text)
+        return _new_tuple(
+            Attempt,
+            (
+                Outcome.SKIPPED,
+                parse_duration_s(time_text),
+                type_attr or None,
+                _trim(message.strip(), self._limits.max_message_chars) if message else None,
+                None,
             ),
         )
 
