@@ -5,9 +5,9 @@
 that it can read exactly as junit.py's pure-Python loop does, and merges each into the
 suite's buffer. It hands back the first event it does not handle, so suites, testcases with
 a ``status`` attribute, Surefire's flaky*/rerun* children and ``<properties>`` stay in
-junit.py. Building an attempt from what the elements hold (`ReportReader._failure`,
-`_skip`, `_passed_attempt`: identity of outcomes, messages, signatures) is always junit.py's
-code, called from here. `drain_cases` turns a drained buffer into `CaseResult`s.
+junit.py. An attempt is always built by junit.py's code, called from here with what the
+elements hold (`ReportReader._failure`, `_skip`, `_passed_attempt`: outcome, duration,
+message, signature). `drain_cases` turns a drained buffer into `CaseResult`s.
 
 Mirrored rules (`tests/unit/test_junit_speedups.py` compares both loops; every other JUnit
 test runs on both): a testcase element without a namespace whose parent is `cases_parent`;
