@@ -275,6 +275,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     try:
                         emu.clear_requests()
                         t0 = time.perf_counter()
+                        cpu0 = time.process_time()
                         await runtime.deps.producer.poll(PollingPayload())
                         analyze = runtime.deps.producer.queues[QueueName.RUNS_ANALYZE]
                         ingest = runtime.deps.producer.queues[QueueName.RUNS_INGEST]
@@ -292,6 +293,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                                 break
                             await asyncio.sleep(0.05)
                         total_s = time.perf_counter() - t0
+                        cpu_s = time.process_time() - cpu0
                     finally:
                         for runner in runners:
                             await runner.close(10)
@@ -328,6 +330,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         api, blobs, check_runs = summary["api"], summary["blobs"], summary["check_runs"]
     return {
         "total_s": total_s,
+        "cpu_s": cpu_s,
         "ingest_s": ingest_done_s,
         "latencies_s": latencies_s,
         "api": api,
@@ -359,6 +362,11 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if result["ingest_s"]:
         ingest_rate = runs / result["ingest_s"] * 60
         print(f"{'runs/min (ingest only)':<44} {ingest_rate:>12,.0f}")
+    # The worker's CPU (this process: the runners, plus the emulator with
+    # --emulator-in-process): 3,000 runs/min in one process needs <= 20 ms per run.
+    cpu_ms = result["cpu_s"] / runs * 1000
+    busy = result["cpu_s"] / total_s
+    print(f"{'worker CPU ms/run (share of one core)':<44} {cpu_ms:>8.1f} ({busy:.0%})")
     print(f"{'API calls/run (all)':<44} {api_total / runs:>12.2f} {'<= 4':>10}")
     for endpoint, count in api.most_common():
         print(f"  {endpoint:<42} {count / runs:>12.3f}   ({count})")
