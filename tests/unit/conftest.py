@@ -29,4 +29,5 @@ def parser_implementation(request: pytest.FixtureRequest) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(junit, "_scan_cases", None)
         patch.setattr(junit, "_drain_cases", None)
+        patch.setattr(junit, "_fast_signature", None)
         yield kind

@@ -9,6 +9,8 @@ hypothesis test shuffles those shapes into random reports.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 
 import pytest
@@ -149,3 +151,67 @@ def test_random_reports_of_these_shapes(suites: list[list[str]], max_buffered: i
     ).encode()
     compiled, pure = _both(xml, ParseLimits(max_buffered_attempts=max_buffered))
     assert compiled == pure
+
+
+# Text pieces: whitespace `str.strip` removes, digits, the masks' hints and what they mask
+# (workspace and temp paths, a UUID, an address), Latin-1 and wider characters, a lone
+# surrogate. Stacks are lines of pieces joined by every line break `str.splitlines` knows.
+_PIECES = [
+    *"ab Z\u00e9 0123456789/\\-x\t\x1f\xa0",
+    "\u3000",
+    "\U0001f600",
+    "0x7f",
+    "at f(A.java:12)",
+    "123e4567-e89b-12d3-a456-426614174000",
+    "/tmp/pytest-of-x/t0 ",
+    "/home/runner/work/shop/shop/src/a.py",
+    "D:\\a\\shop\\shop\\src",
+    "\ud800",
+]
+_BREAKS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\n\n"]
+_LINE = st.lists(st.sampled_from(_PIECES) | st.text(max_size=2), max_size=8).map("".join)
+_LATIN1_LINE = st.lists(
+    st.sampled_from([p for p in _PIECES if max(map(ord, p)) < 256]), max_size=8
+).map("".join)
+
+
+@st.composite
+def _stack(draw: st.DrawFn, line: st.SearchStrategy[str]) -> str:
+    lines = draw(st.lists(line, max_size=20))
+    breaks = draw(st.lists(st.sampled_from(_BREAKS), min_size=len(lines), max_size=len(lines)))
+    return "".join(text + brk for text, brk in zip(lines, breaks, strict=True))
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(
+    st.sampled_from(["failure", "error"]),
+    st.none() | _LINE,
+    st.none() | _LINE,
+    st.none() | _stack(_LATIN1_LINE) | _stack(_LINE),
+    st.sampled_from([0, 1, 7, 40, 65536]),
+    st.integers(0, 14),
+)
+def test_compiled_failure_signature_is_the_same_digest(
+    kind: str,
+    failure_type: str | None,
+    message: str | None,
+    stack: str | None,
+    max_chars: int,
+    max_lines: int,
+) -> None:
+    from flakeguard.core import _junit_speedups
+
+    limits = ParseLimits(max_stack_chars_hashed=max_chars, max_stack_lines_hashed=max_lines)
+    expected = junit.failure_signature(kind, failure_type, message, stack, limits)
+    compiled = _junit_speedups.failure_signature(
+        kind,
+        failure_type,
+        message,
+        stack,
+        max_chars,
+        max_lines,
+        functools.partial(junit.failure_signature, limits=limits),
+        junit._masked_bytes,
+        hashlib.blake2b,
+    )
+    assert compiled == expected

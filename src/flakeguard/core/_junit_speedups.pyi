@@ -1,6 +1,7 @@
 """Types of the compiled hot loop (`_junit_speedups.pyx`)."""
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from lxml import etree
 
@@ -29,3 +30,14 @@ def drain_cases(
     merged_attempts: Callable[[list[Attempt]], tuple[Attempt, ...]],
     case_type: type[CaseResult],
 ) -> tuple[list[CaseResult], int]: ...
+def failure_signature(
+    kind: str,
+    failure_type: str | None,
+    message: str | None,
+    stack: str | None,
+    max_chars: int,
+    max_lines: int,
+    python_signature: Callable[[str, str | None, str | None, str | None], str],
+    masked_bytes: Callable[[str], bytes],
+    blake2b: Callable[..., Any],
+) -> str: ...

@@ -329,3 +329,95 @@ cdef inline object _case(
 cdef inline void _put(PyObject* tuple, Py_ssize_t index, object item):
     Py_INCREF(item)
     PyTuple_SET_ITEM(tuple, index, <PyObject*>item)
+
+
+cdef extern from "Python.h":
+    int PyUnicode_KIND(object text)
+    int PyUnicode_1BYTE_KIND
+    void* PyUnicode_DATA(object text)
+    object PyUnicode_Substring(object text, Py_ssize_t start, Py_ssize_t end)
+    object PyBytes_FromStringAndSize(const char* data, Py_ssize_t size)
+    char* PyBytes_AS_STRING(object data)
+    Py_ssize_t PyBytes_GET_SIZE(object data)
+    object PyUnicode_AsEncodedString(object text, const char* encoding, const char* errors)
+
+
+# Per Latin-1 code point: does `str.splitlines` break there (\n \v \f \r \x1c \x1d \x1e
+# U+0085)? Per UTF-8 byte: 1 = a digit (dropped), 2 = a hint of a volatile part ("/", "\\",
+# "-"; "0" is 1 and checked for "0x"). All of them are ASCII, so never inside a multibyte
+# sequence.
+cdef unsigned char _LINE_BREAK[256]
+cdef unsigned char _BYTE_CLASS[256]
+for _code in (10, 11, 12, 13, 28, 29, 30, 0x85):
+    _LINE_BREAK[_code] = 1
+for _code in range(48, 58):
+    _BYTE_CLASS[_code] = 1
+for _code in (47, 92, 45):
+    _BYTE_CLASS[_code] = 2
+
+
+def failure_signature(
+    str kind,
+    failure_type,
+    message,
+    stack,
+    Py_ssize_t max_chars,
+    Py_ssize_t max_lines,
+    python_signature,
+    masked_bytes,
+    blake2b,
+):
+    """`junit.failure_signature` with its text work in C, for a stack of Latin-1 text.
+
+    Any other stack goes to `python_signature` (junit.py's), and so does masking: when the
+    joined text's UTF-8 holds a hint of a volatile part ("/", "\\", "-", "0x"),
+    `masked_bytes` (junit.py's `_masked_bytes`) builds the hashed bytes. Otherwise the
+    first `max_lines` non-blank stripped lines of `stack[:max_chars]` are cut out (the
+    blank piece between "\\r" and "\\n" is dropped like any blank line) and digits are
+    dropped here, as junit.py does. `tests/unit/test_junit_speedups.py` compares the two.
+    """
+    cdef const unsigned char* chars
+    cdef const unsigned char* data
+    cdef unsigned char* out
+    cdef unsigned char ch, byte_class
+    cdef Py_ssize_t length = 0, index, start = 0, end, taken = 0, size, kept = 0
+    cdef list parts
+    if stack and PyUnicode_KIND(stack) != PyUnicode_1BYTE_KIND:
+        return python_signature(kind, failure_type, message, stack)
+    parts = [kind, failure_type or "", " ".join((message or "").split())]
+    if stack and max_lines > 0:
+        length = min(PyUnicode_GET_LENGTH(stack), max_chars)
+        chars = <const unsigned char*>PyUnicode_DATA(stack)
+        index = 0
+        while True:
+            while index < length and not _LINE_BREAK[chars[index]]:
+                index += 1
+            end = index
+            while start < end and Py_UNICODE_ISSPACE(chars[start]):
+                start += 1
+            while end > start and Py_UNICODE_ISSPACE(chars[end - 1]):
+                end -= 1
+            if end > start:
+                parts.append(PyUnicode_Substring(stack, start, end))
+                taken += 1
+                if taken >= max_lines:
+                    break
+            if index >= length:
+                break
+            index += 1
+            start = index
+    text = "\n".join(parts)
+    raw = PyUnicode_AsEncodedString(text, b"utf-8", b"surrogatepass")
+    data = <const unsigned char*>PyBytes_AS_STRING(raw)
+    size = PyBytes_GET_SIZE(raw)
+    digitless = PyBytes_FromStringAndSize(NULL, size)
+    out = <unsigned char*>PyBytes_AS_STRING(digitless)
+    for index in range(size):
+        ch = data[index]
+        byte_class = _BYTE_CLASS[ch]
+        if byte_class == 0:
+            out[kept] = ch
+            kept += 1
+        elif byte_class == 2 or (ch == 48 and index + 1 < size and data[index + 1] == 120):
+            return blake2b(masked_bytes(text), digest_size=16).hexdigest()
+    return blake2b(digitless[:kept], digest_size=16).hexdigest()

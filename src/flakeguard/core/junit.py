@@ -64,6 +64,7 @@ Properties
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -81,14 +82,16 @@ from flakeguard.core.models import FAILING, Attempt, CaseResult, Outcome, Report
 
 _scan_cases: Callable[..., tuple[Any, int, bool]] | None
 _drain_cases: Callable[..., tuple[list[CaseResult], int]] | None
+_fast_signature: Callable[..., str] | None
 try:
     # Compiled at install when a C compiler is present (setup.py); without it, the same
     # results come from the pure-Python loop below, ~1.7x slower on big reports.
     from flakeguard.core._junit_speedups import drain_cases, scan_cases
+    from flakeguard.core._junit_speedups import failure_signature as fast_signature
 except ImportError:  # pragma: no cover - depends on the install, not on the input
-    _scan_cases = _drain_cases = None
+    _scan_cases = _drain_cases = _fast_signature = None
 else:
-    _scan_cases, _drain_cases = scan_cases, drain_cases
+    _scan_cases, _drain_cases, _fast_signature = scan_cases, drain_cases, fast_signature
 
 SPEEDUPS: Final = _scan_cases is not None
 """Whether the compiled hot loop (`_junit_speedups`) is installed."""
@@ -573,6 +576,7 @@ class ReportReader:
     ) -> None:
         self._stream = _GuardedStream(stream)
         self._speedups = speedups
+        self._python_signature = functools.partial(failure_signature, limits=limits)
         self._source = source
         self._limits = limits
         self._problem: ReportProblem | None = None
@@ -1115,6 +1119,20 @@ class ReportReader:
         failure_type = (type_attr or "").strip() or None
         message = (message_attr or "").strip() or _first_line(stack)
         kind = "error" if outcome is Outcome.ERROR else "failure"
+        if self._speedups and _fast_signature is not None:
+            signature = _fast_signature(
+                kind,
+                failure_type,
+                message,
+                stack,
+                limits.max_stack_chars_hashed,
+                limits.max_stack_lines_hashed,
+                self._python_signature,
+                _masked_bytes,
+                hashlib.blake2b,
+            )
+        else:
+            signature = failure_signature(kind, failure_type, message, stack, limits)
         return _new_tuple(
             Attempt,
             (
@@ -1122,7 +1140,7 @@ class ReportReader:
                 parse_duration_s(time_text),
                 failure_type,
                 _trim(message, limits.max_message_chars) if message else None,
-                failure_signature(kind, failure_type, message, stack, limits),
+                signature,
             ),
         )
 
