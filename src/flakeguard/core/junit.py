@@ -15,7 +15,9 @@ Parsing (notes/junit.md §3, §5)
     prolog (at most `ParseLimits.max_prolog_bytes`) to see the root element: any DOCTYPE
     (hence any ENTITY) is rejected, and a root other than `<testsuites>`/`<testsuite>` (NUnit,
     xUnit.net, checkstyle…) is "not JUnit" before the body is read. libxml2's default limits
-    (depth 256, text node 10 MB, name 50,000 chars) and amplification guard stay on.
+    (depth 256, text node 10 MB, name 50,000 chars) and amplification guard stay on. When
+    `_junit_speedups` is built, its compiled loop reads the testcases instead of the loop
+    here, by the same rules (see that module); `SPEEDUPS` says whether it is.
 
 Identity (stable across runs: no times, timestamps, machine hostnames or attempt numbers)
     suite       the names of the enclosing `<testsuite>` elements, outermost first, joined with
@@ -85,7 +87,7 @@ _drain_cases: Callable[..., tuple[list[CaseResult], int]] | None
 _fast_signature: Callable[..., str] | None
 try:
     # Compiled at install when a C compiler is present (setup.py); without it, the same
-    # results come from the pure-Python loop below, ~1.7x slower on big reports.
+    # results come from the pure-Python loop below, ~1.4x slower on big reports.
     from flakeguard.core._junit_speedups import drain_cases, scan_cases
     from flakeguard.core._junit_speedups import failure_signature as fast_signature
 except ImportError:  # pragma: no cover - depends on the install, not on the input
@@ -558,7 +560,8 @@ class ReportReader:
     Iterate once; cases come out suite by suite (a suite's repeated testcases are merged, so
     a suite is yielded when it closes, or earlier when `max_buffered_attempts` is reached).
     After iteration, `problem` says why the file was not (fully) usable and `stats` counts
-    what was yielded. Bad input never raises; bugs and MemoryError do.
+    what was yielded. Bad input never raises; bugs and MemoryError do. `speedups=False`
+    runs the pure-Python loop even where the compiled one is installed (same results).
 
     >>> xml = b'<testsuite name="s"><testcase name="t"/></testsuite>'
     >>> reader = ReportReader(io.BytesIO(xml), "r.xml")
