@@ -93,17 +93,23 @@ def test_repeats_across_the_periodic_sibling_cleanup_still_merge() -> None:
     assert rows[0] == ("s", "t0", ["failed", "passed"])
 
 
-def _parse_in_subprocess(implementation: str, parts: str) -> tuple[int, bool, int]:
-    """(cases, no problem, peak RSS growth in MB) of parsing the chunks that the generator
-    expression `parts` yields, streamed, in a fresh interpreter."""
-    code = textwrap.dedent(
-        """
-        import io, resource, sys
+def _parse_in_subprocess(implementation: str, suite: str, cases: str) -> tuple[int, bool, int]:
+    """(cases, no problem, peak RSS growth in MB) of parsing, streamed in a fresh
+    interpreter, one `<testsuite name=suite>` whose testcases are the byte chunks that the
+    generator expression `cases` yields."""
+    code = (
+        textwrap.dedent(
+            """
+        import io, itertools, resource, sys
         from flakeguard.core.junit import ReportReader
 
         class Gen(io.RawIOBase):
             def __init__(self):
-                self.parts = PARTS
+                self.parts = itertools.chain(
+                    [b'<testsuites><testsuite name="SUITE">'],
+                    CASES,
+                    [b"</testsuite></testsuites>"],
+                )
                 self.rest = b""
             def readable(self):
                 return True
@@ -125,7 +131,10 @@ def _parse_in_subprocess(implementation: str, parts: str) -> tuple[int, bool, in
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(count, reader.problem is None, (after - before) // 1024)
         """
-    ).replace("PARTS", parts)
+        )
+        .replace("SUITE", suite)
+        .replace("CASES", cases)
+    )
     out = subprocess.run(
         [sys.executable, "-c", code, implementation],
         check=True,
@@ -137,23 +146,14 @@ def _parse_in_subprocess(implementation: str, parts: str) -> tuple[int, bool, in
 
 def test_one_giant_suite_streams_in_bounded_memory(parser_implementation: str) -> None:
     # pytest writes every case into one <testsuite>: 400k cases (~40 MB) must not be held.
-    parts = """(
-        part
-        for chunks in (
-            [b'<testsuites><testsuite name="pytest">'],
-            (
-                b"".join(
-                    b'<testcase classname="tests.test_mod" name="test_%d" time="0.01"/>'
-                    % (i * 1000 + j)
-                    for j in range(1000)
-                )
-                for i in range(400)
-            ),
-            [b"</testsuite></testsuites>"],
+    cases = """(
+        b"".join(
+            b'<testcase classname="tests.test_mod" name="test_%d" time="0.01"/>' % (i * 1000 + j)
+            for j in range(1000)
         )
-        for part in chunks
+        for i in range(400)
     )"""
-    count, ok, grown_mb = _parse_in_subprocess(parser_implementation, parts)
+    count, ok, grown_mb = _parse_in_subprocess(parser_implementation, "pytest", cases)
     assert (count, ok) == (400_000, True)
     # The default buffer bound (10,000 attempts) plus lxml's working set; holding the tree
     # would take several hundred MB.
@@ -164,21 +164,13 @@ def test_big_outputs_are_freed_case_by_case(parser_implementation: str) -> None:
     # Finished siblings are deleted every 64 testcases; a testcase's own children (output,
     # stack traces; up to 10 MB per text node) must go as soon as it is read, or 64 of them
     # are held at once (~130 MB here).
-    parts = """(
-        part
-        for chunks in (
-            [b'<testsuites><testsuite name="s">'],
-            (
-                b'<testcase name="t%d"><system-out>' % i
-                + b"x" * (2 << 20)
-                + b"</system-out><failure message='m'>at a</failure></testcase>"
-                for i in range(70)
-            ),
-            [b"</testsuite></testsuites>"],
-        )
-        for part in chunks
+    cases = """(
+        b'<testcase name="t%d"><system-out>' % i
+        + b"x" * (2 << 20)
+        + b"</system-out><failure message='m'>at a</failure></testcase>"
+        for i in range(70)
     )"""
-    count, ok, grown_mb = _parse_in_subprocess(parser_implementation, parts)
+    count, ok, grown_mb = _parse_in_subprocess(parser_implementation, "s", cases)
     assert (count, ok) == (70, True)
     assert grown_mb < 50, grown_mb
 

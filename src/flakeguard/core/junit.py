@@ -500,7 +500,10 @@ def _appended(previous: Attempt | list[Attempt], attempt: Attempt) -> list[Attem
 
 _CASE_FIELDS: Final = ("suite", "class_name", "name", "file", "attempts", "properties")
 if CaseResult._fields != _CASE_FIELDS:  # pragma: no cover
-    raise ImportError("core.models.CaseResult changed: update _CASE_FIELDS and ReportReader._drain")
+    raise ImportError(
+        "core.models.CaseResult changed: update _CASE_FIELDS, ReportReader._drain_cases"
+        " and _junit_speedups.drain_cases"
+    )
 if Attempt._fields != ("outcome", "duration_s", "failure_type", "message", "signature"):
     raise ImportError(
         "core.models.Attempt changed: update the `_new_tuple(Attempt, ...)` calls"
