@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import html
 import io
 
 import pytest
@@ -215,3 +216,96 @@ def test_compiled_failure_signature_is_the_same_digest(
         hashlib.blake2b,
     )
     assert compiled == expected
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "a b c",
+        "a  b",
+        " a",
+        "a ",
+        "a\tb",
+        "a\nb",
+        "a\xa0b",
+        "a \x1f b",
+        "\u00e9  \u00e9",
+        "a\u3000b",
+        "",
+        "  ",
+        None,
+    ],
+)
+@pytest.mark.parametrize("stack", [None, "at f(A.java:12)", "at f(/src/a.py:12)"])
+def test_compiled_signature_spaces_the_message_as_junit_does(
+    message: str | None, stack: str | None
+) -> None:
+    """Runs of whitespace in a message count as one space (the C shortcut skips the
+    split only when the message is already single-spaced)."""
+    from flakeguard.core import _junit_speedups
+
+    limits = junit.DEFAULT_LIMITS
+    compiled = _junit_speedups.failure_signature(
+        "failure",
+        "E",
+        message,
+        stack,
+        limits.max_stack_chars_hashed,
+        limits.max_stack_lines_hashed,
+        functools.partial(junit.failure_signature, limits=limits),
+        junit._masked_bytes,
+        hashlib.blake2b,
+    )
+    assert compiled == junit.failure_signature("failure", "E", message, stack, limits)
+
+
+_TIMES = [
+    "",
+    "0",
+    "0.5",
+    "1.25",
+    "1.234567",  # 8 bytes: looked up by its bytes
+    "1.2345678",  # 9 bytes, the same first 8: by its text
+    "1234.5678",
+    " 1 ",
+    "1&#46;5",
+    "1&amp;2",
+    "\u00e9",
+    "\u00e9\u00e9\u00e9\u00e9\u00e9",
+    "1,5",
+    "1e3",
+    "nan",
+    "-1",
+    "0x1",
+]
+
+
+@pytest.mark.parametrize("time_text", [*_TIMES, None])
+def test_passing_attempts_by_time_bytes(time_text: str | None) -> None:
+    """The compiled loop finds passing attempts by the raw bytes of ``time`` (up to 8 of
+    them, in one table for the process): every value still gets its own duration."""
+    time_attr = "" if time_text is None else f' time="{time_text}"'
+    body = [f'<testcase classname="C" name="t{i}"{time_attr}/>' for i in range(3)]
+    xml = f"<testsuites>{_suite('s', body)}</testsuites>".encode()
+    compiled, pure = _both(xml)
+    assert compiled == pure
+    expected = junit.parse_duration_s(None if time_text is None else html.unescape(time_text))
+    assert [case.attempts[0].duration_s for case in compiled[0]] == [expected] * 3
+
+
+def test_many_distinct_times_share_the_table_without_mixing_them_up() -> None:
+    # 20,000 distinct values in an 8,192-slot table: slots are refilled again and again.
+    times = [f"{i / 1000:.3f}" for i in range(20_000)] * 2
+    body = [f'<testcase classname="C" name="t{i}" time="{t}"/>' for i, t in enumerate(times)]
+    xml = f"<testsuites>{_suite('s', body)}</testsuites>".encode()
+    compiled, pure = _both(xml)
+    assert compiled == pure
+    assert [case.attempts[0].duration_s for case in compiled[0]] == [float(t) for t in times]
+
+
+def test_a_time_longer_than_8_bytes_is_not_taken_for_its_first_8() -> None:
+    body = [f'<testcase classname="C" name="t{i}" time="{t}"/>' for i, t in enumerate(_TIMES)]
+    xml = f"<testsuites>{_suite('s', body)}</testsuites>".encode()
+    compiled, pure = _both(xml)
+    assert compiled == pure
+    assert [c.attempts[0].duration_s for c in compiled[0]][4:6] == [1.234567, 1.2345678]

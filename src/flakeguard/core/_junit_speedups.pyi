@@ -7,6 +7,7 @@ from lxml import etree
 
 from flakeguard.core.models import Attempt, CaseResult, Outcome
 
+def new_buffer(entries: int) -> dict[Any, Any]: ...
 def scan_cases(
     events: Iterator[tuple[str, etree._Element]],
     cases_parent: etree._Element,

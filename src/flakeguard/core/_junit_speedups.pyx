@@ -17,10 +17,14 @@ attribute giving None; its result is its first ``failure``/``error`` child, else
 text and other elements are ignored), and its children are cleared once read.
 
 Attributes are read from libxml2's nodes through lxml's public C API (no Python lists or
-element proxies per testcase), which is the whole gain.
+element proxies per testcase), which is most of the gain. A passing case's shared attempt is
+found by the raw bytes of its ``time`` value (`_passed`), a suite's buffer starts with room
+for as many cases as the last suite had (`new_buffer`), and a failure's signature text is
+cut and filtered in one pass (`failure_signature`).
 """
 
 cimport lxml.includes.etreepublic as cetree
+from cpython.mem cimport PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport strcmp, strlen
 from lxml.includes cimport tree
@@ -126,6 +130,88 @@ cdef tuple _type_and_message(tree.xmlNode* c_node):
     return type_attr, message_attr
 
 
+cdef enum:
+    _TIME_SLOTS = 8192  # a power of two
+    _TIME_SHIFT = 51  # 64 - log2(_TIME_SLOTS)
+
+
+cdef struct _TimeSlot:
+    unsigned long long raw  # the attribute's bytes, zero-padded (never holds a NUL)
+    PyObject* attempt  # a reference owned by the table; NULL = an empty slot
+
+
+# Passing attempts by the raw bytes of their ``time`` attribute, in front of a reader's
+# `passed_cache` (keyed by the decoded text). One table for the process: the attempt of a
+# passing case depends on its time text alone (`ReportReader._passed_attempt`), so an entry
+# holds for every reader, and no reader pays for a table of its own.
+cdef _TimeSlot _PASSED_TIMES[_TIME_SLOTS]
+
+
+cdef object _passed(
+    tree.xmlNode* c_node, tree.xmlAttr* time_attr, dict passed_cache, passed_attempt
+):
+    """The shared passing attempt of a testcase (`passed_attempt` of its time text).
+
+    A ``time`` value that is one text node of at most 8 bytes, the usual case ("0.012"),
+    is looked up in `_PASSED_TIMES` (direct-mapped) by its bytes, without decoding or
+    hashing a string. A miss, or any other value, takes the decoded text to `passed_cache`
+    and `passed_attempt`, so the attempt is always theirs (one text node's bytes decode to
+    one string), and a miss refills the slot.
+    """
+    cdef tree.xmlNode* text
+    cdef const unsigned char* content = NULL
+    cdef unsigned long long raw = 0
+    cdef Py_ssize_t length = 0
+    cdef _TimeSlot* slot = NULL
+    cdef object time_text, attempt
+    if time_attr is NULL:
+        attempt = passed_cache.get(None)
+        return attempt if attempt is not None else passed_attempt(None)
+    text = time_attr.children
+    if text is not NULL and text.next is NULL and text.type == tree.XML_TEXT_NODE:
+        content = <const unsigned char*>text.content
+    if content is not NULL:
+        while length < 8 and content[length] != 0:
+            raw |= (<unsigned long long>content[length]) << (8 * length)
+            length += 1
+        if content[length] == 0:
+            slot = &_PASSED_TIMES[(raw * 0x9E3779B97F4A7C15ULL) >> _TIME_SHIFT]
+            if slot.attempt is not NULL and slot.raw == raw:
+                return <object>slot.attempt
+    time_text = _value(c_node, time_attr, None)
+    attempt = passed_cache.get(time_text)
+    if attempt is None:
+        attempt = passed_attempt(time_text)
+    if slot is not NULL:
+        Py_INCREF(attempt)
+        if slot.attempt is not NULL:
+            Py_DECREF(<object>slot.attempt)
+        slot.raw = raw
+        slot.attempt = <PyObject*>attempt
+    return attempt
+
+
+cdef extern from *:
+    """
+    static PyObject* flakeguard_presized_dict(Py_ssize_t entries) {
+    #if PY_VERSION_HEX < 0x030D0000
+        return _PyDict_NewPresized(entries);
+    #else
+        return PyDict_New();
+    #endif
+    }
+    """
+    dict flakeguard_presized_dict(Py_ssize_t entries)
+
+
+def new_buffer(Py_ssize_t entries):
+    """An empty dict with room for `entries` keys (a suite's buffer sized like the last
+    suite's: growing one from empty costs ~5 resizes of 14k instructions each)."""
+    if entries <= 5:
+        return {}
+    return flakeguard_presized_dict(min(entries, 4096))
+
+
 def scan_cases(
     events,
     cetree._Element cases_parent,
@@ -155,10 +241,12 @@ def scan_cases(
     cdef tree.xmlNode* skipped_node
     cdef tree.xmlAttr* c_attr
     cdef const char* attr_name
+    cdef char first
+    cdef tree.xmlAttr* time_attr
     cdef Py_ssize_t added = 0, size
     cdef bint has_classname, has_status, rich
     cdef ChildKind kind, main_kind
-    cdef object class_name, class_attr, name, file, time_text, key, attempt, previous
+    cdef object class_name, class_attr, name, file, key, attempt, previous
     cdef object last_class = None, last_file = None
     if budget < 1:
         budget = 1
@@ -171,26 +259,34 @@ def scan_cases(
             or strcmp(<const char*>c_node.name, b"testcase") != 0
         ):
             return elem, added, False
-        class_name = class_attr = name = file = time_text = None
+        class_name = class_attr = name = file = None
+        time_attr = NULL
         has_classname = has_status = False
         c_attr = c_node.properties
         while c_attr is not NULL:
             if c_attr.ns is NULL:
+                # One string comparison per attribute: its first letter picks the candidate.
                 attr_name = <const char*>c_attr.name
-                if strcmp(attr_name, b"name") == 0:
-                    name = _value(c_node, c_attr, None)
-                elif strcmp(attr_name, b"classname") == 0:
-                    class_name = last_class = _value(c_node, c_attr, last_class)
-                    has_classname = True
-                elif strcmp(attr_name, b"time") == 0:
-                    time_text = _value(c_node, c_attr, None)
-                elif strcmp(attr_name, b"file") == 0:
-                    file = last_file = _value(c_node, c_attr, last_file)
-                elif strcmp(attr_name, b"class") == 0:
-                    class_attr = last_class = _value(c_node, c_attr, last_class)
-                elif strcmp(attr_name, b"status") == 0:
-                    has_status = True
-                    break
+                first = attr_name[0]
+                if first == b"n":
+                    if strcmp(attr_name, b"name") == 0:
+                        name = _value(c_node, c_attr, None)
+                elif first == b"c":
+                    if strcmp(attr_name, b"classname") == 0:
+                        class_name = last_class = _value(c_node, c_attr, last_class)
+                        has_classname = True
+                    elif strcmp(attr_name, b"class") == 0:
+                        class_attr = last_class = _value(c_node, c_attr, last_class)
+                elif first == b"t":
+                    if strcmp(attr_name, b"time") == 0:
+                        time_attr = c_attr
+                elif first == b"f":
+                    if strcmp(attr_name, b"file") == 0:
+                        file = last_file = _value(c_node, c_attr, last_file)
+                elif first == b"s":
+                    if strcmp(attr_name, b"status") == 0:
+                        has_status = True
+                        break
             c_attr = c_attr.next
         if has_status:
             return elem, added, False
@@ -214,18 +310,21 @@ def scan_cases(
             type_attr, message_attr = _type_and_message(main_node)
             attempt = failure(
                 failed_outcome if main_kind == FAILURE else error_outcome,
-                time_text,
+                _value(c_node, time_attr, None) if time_attr is not NULL else None,
                 type_attr,
                 message_attr,
                 cetree.textOf(main_node),
             )
         elif skipped_node is not NULL:
             type_attr, message_attr = _type_and_message(skipped_node)
-            attempt = skip(time_text, type_attr, message_attr, cetree.textOf(skipped_node))
+            attempt = skip(
+                _value(c_node, time_attr, None) if time_attr is not NULL else None,
+                type_attr,
+                message_attr,
+                cetree.textOf(skipped_node),
+            )
         else:
-            attempt = passed_cache.get(time_text)
-            if attempt is None:
-                attempt = passed_attempt(time_text)
+            attempt = _passed(c_node, time_attr, passed_cache, passed_attempt)
         if rich:
             # Children (output, stack traces) can be large: free them now.
             elem.clear(keep_tail=False)
@@ -345,15 +444,124 @@ cdef extern from "Python.h":
 # Per Latin-1 code point: does `str.splitlines` break there (\n \v \f \r \x1c \x1d \x1e
 # U+0085)? Per UTF-8 byte: 1 = a digit (dropped), 2 = a hint of a volatile part ("/", "\\",
 # "-"; "0" is 1 and checked for "0x"). All of them are ASCII, so never inside a multibyte
-# sequence.
+# sequence. `_STACK_CLASS` joins both for the one pass over a stack; it is derived from
+# Python's own `splitlines` and `isspace`, the rules junit.py applies.
 cdef unsigned char _LINE_BREAK[256]
 cdef unsigned char _BYTE_CLASS[256]
-for _code in (10, 11, 12, 13, 28, 29, 30, 0x85):
-    _LINE_BREAK[_code] = 1
+cdef unsigned char _STACK_CLASS[256]
 for _code in range(48, 58):
     _BYTE_CLASS[_code] = 1
 for _code in (47, 92, 45):
     _BYTE_CLASS[_code] = 2
+
+
+cdef enum StackChar:
+    COPIED = 0  # ASCII, kept as it is
+    DIGIT = 1  # dropped ("0" may start a "0x" hint)
+    HINT = 2
+    BREAK = 3  # ends a line
+    SPACE = 4  # stripped at the ends of a line, kept inside it
+    WIDE = 5  # above ASCII: two UTF-8 bytes
+
+
+for _code in range(256):
+    if len(("a" + chr(_code) + "b").splitlines()) > 1:
+        _LINE_BREAK[_code] = 1
+        _STACK_CLASS[_code] = BREAK
+    elif chr(_code).isspace():
+        _STACK_CLASS[_code] = SPACE
+    elif _code >= 0x80:
+        _STACK_CLASS[_code] = WIDE
+    else:
+        _STACK_CLASS[_code] = _BYTE_CLASS[_code]  # COPIED, DIGIT or HINT
+
+
+cdef list _stack_lines(object stack, Py_ssize_t max_chars, Py_ssize_t max_lines):
+    """The first `max_lines` non-blank stripped lines of `stack[:max_chars]` (Latin-1 text;
+    the blank piece between "\\r" and "\\n" is dropped like any blank line)."""
+    cdef list lines = []
+    cdef const unsigned char* chars = <const unsigned char*>PyUnicode_DATA(stack)
+    cdef Py_ssize_t length = min(PyUnicode_GET_LENGTH(stack), max_chars)
+    cdef Py_ssize_t index = 0, start = 0, end
+    if max_lines <= 0:
+        return lines
+    while True:
+        while index < length and not _LINE_BREAK[chars[index]]:
+            index += 1
+        end = index
+        while start < end and Py_UNICODE_ISSPACE(chars[start]):
+            start += 1
+        while end > start and Py_UNICODE_ISSPACE(chars[end - 1]):
+            end -= 1
+        if end > start:
+            lines.append(PyUnicode_Substring(stack, start, end))
+            if len(lines) >= max_lines:
+                break
+        if index >= length:
+            break
+        index += 1
+        start = index
+    return lines
+
+
+cdef object _single_spaced(object message):
+    """`" ".join((message or "").split())`, without the split when nothing changes."""
+    cdef const unsigned char* chars
+    cdef Py_ssize_t length, index
+    cdef bint after_space = True  # a space first is a change
+    if not message:
+        return ""
+    if PyUnicode_KIND(message) == PyUnicode_1BYTE_KIND:
+        chars = <const unsigned char*>PyUnicode_DATA(message)
+        length = PyUnicode_GET_LENGTH(message)
+        for index in range(length):
+            if chars[index] == 32:
+                if after_space:
+                    break
+                after_space = True
+            elif Py_UNICODE_ISSPACE(chars[index]):
+                break
+            else:
+                after_space = False
+        else:
+            if not after_space:
+                return message
+    return " ".join((<str>message).split())
+
+
+cdef unsigned char* _SCRATCH = NULL
+cdef Py_ssize_t _SCRATCH_SIZE = 0
+
+
+cdef unsigned char* _scratch(Py_ssize_t size) except NULL:
+    """A buffer of at least `size` bytes, reused by every call (the GIL is held throughout;
+    a fresh allocation per failure cost more than the digit loop)."""
+    global _SCRATCH, _SCRATCH_SIZE
+    cdef void* grown
+    if size > _SCRATCH_SIZE:
+        grown = PyMem_Realloc(_SCRATCH, size)
+        if grown is NULL:
+            raise MemoryError()
+        _SCRATCH = <unsigned char*>grown
+        _SCRATCH_SIZE = size
+    return _SCRATCH
+
+
+cdef Py_ssize_t _digitless(
+    const unsigned char* data, Py_ssize_t size, unsigned char* out, Py_ssize_t kept
+):
+    """Append `data` minus its digits to `out` at `kept`; -1 on a hint of a volatile part."""
+    cdef Py_ssize_t index
+    cdef unsigned char ch, byte_class
+    for index in range(size):
+        ch = data[index]
+        byte_class = _BYTE_CLASS[ch]
+        if byte_class == 0:
+            out[kept] = ch
+            kept += 1
+        elif byte_class == 2 or (ch == 48 and index + 1 < size and data[index + 1] == 120):
+            return -1
+    return kept
 
 
 def failure_signature(
@@ -370,54 +578,81 @@ def failure_signature(
     """`junit.failure_signature` with its text work in C, for a stack of Latin-1 text.
 
     Any other stack goes to `python_signature` (junit.py's), and so does masking: when the
-    joined text's UTF-8 holds a hint of a volatile part ("/", "\\", "-", "0x"),
-    `masked_bytes` (junit.py's `_masked_bytes`) builds the hashed bytes. Otherwise the
-    first `max_lines` non-blank stripped lines of `stack[:max_chars]` are cut out (the
-    blank piece between "\\r" and "\\n" is dropped like any blank line) and digits are
-    dropped here, as junit.py does. `tests/unit/test_junit_speedups.py` compares the two.
+    text holds a hint of a volatile part ("/", "\\", "-", "0x"), `masked_bytes` (junit.py's
+    `_masked_bytes`) builds the hashed bytes. Otherwise the head (kind, type, message) and
+    the first `max_lines` non-blank stripped lines of `stack[:max_chars]` are written as
+    UTF-8 minus their digits in one pass over the stack, as junit.py's join, encode and
+    translate would. `tests/unit/test_junit_speedups.py` compares the two.
     """
     cdef const unsigned char* chars
     cdef const unsigned char* data
     cdef unsigned char* out
-    cdef unsigned char ch, byte_class
-    cdef Py_ssize_t length = 0, index, start = 0, end, taken = 0, size, kept = 0
-    cdef list parts
+    cdef unsigned char ch, char_class
+    cdef Py_ssize_t length = 0, index, taken = 0, kept, line_end
+    cdef bint in_line
+    cdef object head, raw
     if stack and PyUnicode_KIND(stack) != PyUnicode_1BYTE_KIND:
         return python_signature(kind, failure_type, message, stack)
-    parts = [kind, failure_type or "", " ".join((message or "").split())]
+    head = "\n".join((kind, failure_type or "", _single_spaced(message)))
+    raw = PyUnicode_AsEncodedString(head, b"utf-8", b"surrogatepass")
     if stack and max_lines > 0:
         length = min(PyUnicode_GET_LENGTH(stack), max_chars)
+    # Every kept stack character takes at most 2 bytes (Latin-1), every line one "\n".
+    out = _scratch(PyBytes_GET_SIZE(raw) + 3 * length)
+    kept = _digitless(
+        <const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), out, 0
+    )
+    if kept >= 0 and length:
+        # One pass: a line's "\n" is written at its first kept character, and `kept` goes
+        # back to after its last non-space one when it ends (strip); a blank line writes
+        # nothing and is not counted.
         chars = <const unsigned char*>PyUnicode_DATA(stack)
-        index = 0
-        while True:
-            while index < length and not _LINE_BREAK[chars[index]]:
-                index += 1
-            end = index
-            while start < end and Py_UNICODE_ISSPACE(chars[start]):
-                start += 1
-            while end > start and Py_UNICODE_ISSPACE(chars[end - 1]):
-                end -= 1
-            if end > start:
-                parts.append(PyUnicode_Substring(stack, start, end))
-                taken += 1
-                if taken >= max_lines:
-                    break
-            if index >= length:
+        in_line = False
+        line_end = kept
+        for index in range(length):
+            ch = chars[index]
+            char_class = _STACK_CLASS[ch]
+            if char_class == SPACE:
+                if in_line:
+                    if ch >= 0x80:
+                        out[kept] = 0xC0 | (ch >> 6)
+                        out[kept + 1] = 0x80 | (ch & 0x3F)
+                        kept += 2
+                    else:
+                        out[kept] = ch
+                        kept += 1
+                continue
+            if char_class == BREAK:
+                if in_line:
+                    kept = line_end
+                    in_line = False
+                    taken += 1
+                    if taken >= max_lines:
+                        break
+                continue
+            if not in_line:
+                out[kept] = 10
+                kept += 1
+                in_line = True
+            if char_class == COPIED:
+                out[kept] = ch
+                kept += 1
+            elif char_class == WIDE:
+                out[kept] = 0xC0 | (ch >> 6)
+                out[kept + 1] = 0x80 | (ch & 0x3F)
+                kept += 2
+            elif char_class == HINT or (
+                ch == 48 and index + 1 < length and chars[index + 1] == 120
+            ):
+                kept = -1
                 break
-            index += 1
-            start = index
-    text = "\n".join(parts)
-    raw = PyUnicode_AsEncodedString(text, b"utf-8", b"surrogatepass")
-    data = <const unsigned char*>PyBytes_AS_STRING(raw)
-    size = PyBytes_GET_SIZE(raw)
-    digitless = PyBytes_FromStringAndSize(NULL, size)
-    out = <unsigned char*>PyBytes_AS_STRING(digitless)
-    for index in range(size):
-        ch = data[index]
-        byte_class = _BYTE_CLASS[ch]
-        if byte_class == 0:
-            out[kept] = ch
-            kept += 1
-        elif byte_class == 2 or (ch == 48 and index + 1 < size and data[index + 1] == 120):
-            return blake2b(masked_bytes(text), digest_size=16).hexdigest()
-    return blake2b(digitless[:kept], digest_size=16).hexdigest()
+            line_end = kept
+        else:
+            if in_line:
+                kept = line_end
+    if kept < 0:
+        parts = [head]
+        if stack:
+            parts.extend(_stack_lines(stack, max_chars, max_lines))
+        return blake2b(masked_bytes("\n".join(parts)), digest_size=16).hexdigest()
+    return blake2b(PyBytes_FromStringAndSize(<char*>out, kept), digest_size=16).hexdigest()

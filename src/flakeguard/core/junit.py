@@ -90,6 +90,7 @@ try:
     # results come from the pure-Python loop below, ~1.4x slower on big reports.
     from flakeguard.core._junit_speedups import drain_cases, scan_cases
     from flakeguard.core._junit_speedups import failure_signature as fast_signature
+    from flakeguard.core._junit_speedups import new_buffer as _new_buffer
 except ImportError:  # pragma: no cover - depends on the install, not on the input
     _scan_cases = _drain_cases = _fast_signature = None
 else:
@@ -179,6 +180,11 @@ _MOCHA_ROOT_SUITE: Final = "Root Suite"
 _SUITE_SEPARATOR: Final = " / "
 _MAX_DURATION_S: Final = 1e7
 _CACHE_ENTRIES: Final = 4096
+# Bound once for the per-failure code: on Python 3.11 `Outcome.ERROR` calls the enum
+# type's `__getattr__` (~1 µs), and `hashlib.blake2b` is one more lookup.
+_ERROR: Final = Outcome.ERROR
+_SKIPPED: Final = Outcome.SKIPPED
+_blake2b: Final = hashlib.blake2b
 
 _FAIL_KIND: Final[dict[str, Outcome]] = {"failure": Outcome.FAILED, "error": Outcome.ERROR}
 _FLAKY_KIND: Final[dict[str, Outcome]] = {
@@ -346,8 +352,13 @@ def _first_line(text: str | None) -> str | None:
 def _suite_part(name: str | None) -> str:
     if not name:
         return ""
-    cleaned = _WORKSPACE_RE.sub("", name.strip().replace("\\", "/"), count=1)
-    return _XMLRUNNER_SUFFIX_RE.sub("", cleaned)
+    cleaned = name.strip().replace("\\", "/")
+    # Each regex runs only where it can match (a scan costs ~5 µs, once per suite).
+    if "/" in cleaned:
+        cleaned = _WORKSPACE_RE.sub("", cleaned, count=1)
+    if len(cleaned) > 14 and cleaned[-15] == "-":
+        cleaned = _XMLRUNNER_SUFFIX_RE.sub("", cleaned)
+    return cleaned
 
 
 class _StreamReadFailedError(Exception):
@@ -593,6 +604,7 @@ class ReportReader:
         self._counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self._flaky = 0
         self._passed_cache: dict[str | None, Attempt] = {}
+        self._suite_size = 0  # distinct cases of the last suite drained: the next one's guess
         self._file_cache: dict[str, str | None] = {}
         self._default_file: str | None = None
         self._is_pytest = False
@@ -781,6 +793,10 @@ class ReportReader:
                             yield from self._enter(stack, suite_elem)
                             frame = stack[-1]
                             buffer = frame.buffer
+                            if scan is not None and not buffer:
+                                # Room for as many cases as the last suite had: growing
+                                # from empty costs more than the cases' own dict work.
+                                frame.buffer = buffer = _new_buffer(self._suite_size)
                             buffered = 0
                             check_at = min(_CLEAR_EVERY, max_buffered)
                             self._ensure_env(frame)
@@ -929,6 +945,7 @@ class ReportReader:
         """The suite's buffered cases as `CaseResult`s (counted); empties the buffer."""
         buffer = frame.buffer
         case_properties = frame.case_properties
+        self._suite_size = len(buffer)
         frame.buffer = {}
         frame.case_properties = {}
         default_file = frame.file if frame.file is not None else self._default_file
@@ -1124,7 +1141,7 @@ class ReportReader:
         limits = self._limits
         failure_type = (type_attr or "").strip() or None
         message = (message_attr or "").strip() or _first_line(stack)
-        kind = "error" if outcome is Outcome.ERROR else "failure"
+        kind = "error" if outcome is _ERROR else "failure"
         if self._speedups and _fast_signature is not None:
             signature = _fast_signature(
                 kind,
@@ -1135,7 +1152,7 @@ class ReportReader:
                 limits.max_stack_lines_hashed,
                 self._python_signature,
                 _masked_bytes,
-                hashlib.blake2b,
+                _blake2b,
             )
         else:
             signature = failure_signature(kind, failure_type, message, stack, limits)
@@ -1162,7 +1179,7 @@ class ReportReader:
         return _new_tuple(
             Attempt,
             (
-                Outcome.SKIPPED,
+                _SKIPPED,
                 parse_duration_s(time_text),
                 type_attr or None,
                 _trim(message.strip(), self._limits.max_message_chars) if message else None,
