@@ -8,12 +8,13 @@ databases for everything else.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flakeguard.adapters.db.runs import CaseIdCaches
 from flakeguard.adapters.queue.payloads import RunsIngestPayload
 from flakeguard.adapters.queue.producer import JobProducer
 from flakeguard.adapters.sources import RunReports
@@ -50,3 +51,5 @@ class Deps:
     clock: Callable[[], datetime]
     github: GitHubClient | None = None
     checks: CheckPublisher | None = None
+    case_ids: CaseIdCaches = field(default_factory=CaseIdCaches)
+    """Test-case ids by repository, learned by `runs-ingest` (one per worker process)."""

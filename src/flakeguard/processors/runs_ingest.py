@@ -31,7 +31,14 @@ async def ingest(
     repository_id = await ensure_repository(
         deps.engine, repo.owner, repo.repo, now=now, installation_id=repo.installation_id
     )
-    stored = await store_run(deps.engine, repository_id, opened.run, opened.groups, now=now)
+    stored = await store_run(
+        deps.engine,
+        repository_id,
+        opened.run,
+        opened.groups,
+        now=now,
+        case_cache=deps.case_ids.for_repository(repository_id),
+    )
     if stored.created:
         deps.metrics.test_results_ingested.inc(stored.executions)
     analysis = await deps.producer.analyze(

@@ -6,7 +6,7 @@ import fnmatch
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Table, and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -45,8 +45,10 @@ class RepositoryInfo:
         return f"{self.owner}/{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class CaseInfo:
+class CaseInfo(NamedTuple):
+    """A test case a run touched (a named tuple: analysis makes one per case per run, and
+    one is built in ~0.7 µs where a frozen dataclass takes ~1.9 µs)."""
+
     id: int
     test_key: str
     suite: str
@@ -440,9 +442,9 @@ async def list_scored_tests(
     return list(out.values())
 
 
-@dataclass(frozen=True, slots=True)
-class StoredScore:
-    """What listings and check runs need of a stored roll-up score (no evidence JSON)."""
+class StoredScore(NamedTuple):
+    """What listings and check runs need of a stored roll-up score (no evidence JSON); a
+    named tuple, made per case per analysis, like `CaseInfo`."""
 
     verdict: Verdict
     score: float

@@ -84,6 +84,36 @@ class CaseIdCache:
 
 
 @dataclass(slots=True)
+class CaseIdCaches:
+    """One worker process's `CaseIdCache` per repository, bounded in entries.
+
+    A repository's runs mostly report the same tests, so `runs-ingest` looks up only the
+    tests it has not seen (a 500-test run: one 500-row SELECT saved per run). Past
+    `max_entries` test ids in all, the least recently used repositories are dropped (an
+    entry holds ~200 bytes: 200,000 entries ~40 MB).
+    """
+
+    max_entries: int = 200_000
+    _caches: dict[int, CaseIdCache] = field(default_factory=dict)
+
+    def for_repository(self, repository_id: int) -> CaseIdCache:
+        cache = self._caches.pop(repository_id, None)
+        if cache is None:
+            cache = CaseIdCache(repository_id)
+        self._caches[repository_id] = cache  # insertion order = least recently used first
+        total = sum(len(c.ids) for c in self._caches.values())
+        for stale_id in list(self._caches):
+            if total <= self.max_entries:
+                break
+            total -= len(self._caches[stale_id].ids)
+            if stale_id == repository_id:
+                cache.ids.clear()  # this repository alone is over the bound
+            else:
+                del self._caches[stale_id]
+        return cache
+
+
+@dataclass(slots=True)
 class StoredRun:
     workflow_run_id: int | None
     created: bool
