@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,12 +165,19 @@ class Prepared:
         return rows
 
 
+_AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
 def reading(engine: AsyncEngine) -> AsyncConnection:
     """A connection for read-only queries, in autocommit: no BEGIN/ROLLBACK round trips.
 
-    Use as `async with reading(engine) as conn:`; writes keep using `engine.begin()`.
+    Use as `async with reading(engine) as conn:`; writes keep using `engine.begin()`. The
+    autocommit view of an engine is made once (`execution_options` costs ~90 µs a call).
     """
-    return engine.execution_options(isolation_level="AUTOCOMMIT").connect()
+    autocommit = _AUTOCOMMIT.get(engine)
+    if autocommit is None:
+        autocommit = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return autocommit.connect()
 
 
 def aware(value: datetime) -> datetime:
