@@ -6,8 +6,10 @@ idempotent. Paths are XML files, folders (searched recursively) or ZIP archives.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,8 +18,15 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.runs import CaseIdCache, ensure_repository, store_run
+from flakeguard.adapters.db.runs import (
+    CaseIdCache,
+    ParsedReport,
+    ensure_repository,
+    parse_item,
+    store_run,
+)
 from flakeguard.adapters.local_source import path_groups
+from flakeguard.core.junit import ParseLimits
 from flakeguard.core.models import ReportProblem, RunRef
 from flakeguard.errors import PermanentJobError
 
@@ -94,13 +103,22 @@ class ImportOutcome:
     problems: list[ReportProblem] = field(default_factory=list)
 
 
+def _env_key(spec: ImportSpec) -> str:
+    return f"{spec.workflow}/{spec.job}"
+
+
 async def import_run(
     engine: AsyncEngine,
     spec: ImportSpec,
     now: datetime,
     case_caches: dict[int, CaseIdCache] | None = None,
+    parsed: Sequence[tuple[str, ParsedReport | ReportProblem]] | None = None,
 ) -> tuple[bool, int, int, list[ReportProblem]]:
-    """Store one run attempt; `case_caches` (per repository id) spans one import."""
+    """Store one run attempt; `case_caches` (per repository id) spans one import.
+
+    `parsed` holds the spec's reports when they were parsed ahead (`import_all`); without
+    it they are read and parsed here, one by one.
+    """
     owner, name = spec.repo.split("/", 1)
     repository_id = await ensure_repository(
         engine, owner, name, now=now, default_branch=spec.default_branch
@@ -108,17 +126,36 @@ async def import_run(
     case_cache = None
     if case_caches is not None:
         case_cache = case_caches.setdefault(repository_id, CaseIdCache(repository_id))
-    env_key = f"{spec.workflow}/{spec.job}"
+    groups = (
+        _replay(parsed)
+        if parsed is not None
+        else path_groups([(_env_key(spec), p) for p in spec.paths])
+    )
     stored = await store_run(
         engine,
         repository_id,
         spec.run_ref(),
-        path_groups([(env_key, p) for p in spec.paths]),
+        groups,
         now=now,
         source_kind="import",
         case_cache=case_cache,
     )
     return stored.created, stored.cases, stored.executions, stored.problems
+
+
+async def _replay(
+    items: Sequence[tuple[str, ParsedReport | ReportProblem]],
+) -> AsyncIterator[tuple[str, ParsedReport | ReportProblem]]:
+    for item in items:
+        yield item
+
+
+async def _parse_ahead(spec: ImportSpec) -> list[tuple[str, ParsedReport | ReportProblem]]:
+    """Every report of `spec`, read and parsed in a worker thread (as `store_run` would)."""
+    parsed: list[tuple[str, ParsedReport | ReportProblem]] = []
+    async for env_key, item in path_groups([(_env_key(spec), p) for p in spec.paths]):
+        parsed.append((env_key, await asyncio.to_thread(parse_item, item, ParseLimits())))
+    return parsed
 
 
 async def import_all(
@@ -127,20 +164,45 @@ async def import_all(
     clock: Callable[[], datetime],
     on_progress: Callable[[ImportSpec, ImportOutcome], None] | None = None,
 ) -> ImportOutcome:
+    """Import `specs` in order, one transaction per run attempt.
+
+    The next spec's reports are parsed (in a thread) while the current one is written: the
+    parser's CPU work overlaps the database's. At most one run is held parsed ahead.
+    """
     outcome = ImportOutcome()
     case_caches: dict[int, CaseIdCache] = {}
-    for spec in specs:
-        missing = [p for p in spec.paths if not p.exists()]
-        if missing and len(missing) == len(spec.paths):
-            outcome.problems.extend(
-                ReportProblem(str(p), "no such file or folder") for p in missing
+    started: list[asyncio.Task[list[tuple[str, ParsedReport | ReportProblem]]]] = []
+
+    def parse_ahead(spec: ImportSpec | None) -> None:
+        if spec is not None:
+            started.append(asyncio.create_task(_parse_ahead(spec)))
+
+    spec = next(specs, None)
+    parse_ahead(spec)
+    try:
+        while spec is not None:
+            upcoming = next(specs, None)
+            parse_ahead(upcoming)  # parsed while `spec` is written
+            parsed = await started.pop(0)
+            missing = [p for p in spec.paths if not p.exists()]
+            if missing and len(missing) == len(spec.paths):
+                outcome.problems.extend(
+                    ReportProblem(str(p), "no such file or folder") for p in missing
+                )
+            created, cases, executions, problems = await import_run(
+                engine, spec, clock(), case_caches, parsed=parsed
             )
-        created, cases, executions, problems = await import_run(engine, spec, clock(), case_caches)
-        outcome.runs += 1
-        outcome.created += int(created)
-        outcome.cases += cases
-        outcome.executions += executions
-        outcome.problems.extend(problems)
-        if on_progress is not None:
-            on_progress(spec, outcome)
+            outcome.runs += 1
+            outcome.created += int(created)
+            outcome.cases += cases
+            outcome.executions += executions
+            outcome.problems.extend(problems)
+            if on_progress is not None:
+                on_progress(spec, outcome)
+            spec = upcoming
+    finally:
+        for task in started:  # an error stopped the import: no parsing is left running
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     return outcome

@@ -32,7 +32,7 @@ from flakeguard.adapters.db.tables import (
     table_of,
 )
 from flakeguard.core.junit import ParseLimits, ReportReader
-from flakeguard.core.models import FAILING, RAN, CaseResult, ReportProblem, RunRef
+from flakeguard.core.models import FAILING, RAN, CaseResult, Outcome, ReportProblem, RunRef
 
 EXECUTION_COLUMNS = (  # the COPY column order of an execution row (also used by bench/)
     "test_case_id",
@@ -51,6 +51,8 @@ _KEY_BATCH = 5000
 _CASE_INSERT_BATCH = 2000
 """8 bind parameters per test_cases row: 2,000 rows stay under asyncpg's and SQLite's 32,767."""
 _LAST_SEEN_GRANULARITY = timedelta(hours=6)
+_OUTCOME_VALUES: dict[Outcome, str] = {outcome: outcome.value for outcome in Outcome}
+"""A dict lookup per execution row instead of the enum's `value` property (~3x slower)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,25 @@ def parse_source(source: ReportSource, limits: ParseLimits) -> ParsedReport:
         reader = ReportReader(stream, source.name, limits)
         cases = list(reader)
     return ParsedReport(source=source.name, cases=cases, problem=reader.problem)
+
+
+def parse_item(
+    item: ReportSource | ReportProblem | ParsedReport, limits: ParseLimits
+) -> ParsedReport | ReportProblem:
+    """One item of a run's groups, parsed (blocking; call it in a thread).
+
+    A stream that itself fails (size cap, lying archive sizes) is a per-file problem.
+    """
+    if not isinstance(item, ReportSource):
+        return item
+    try:
+        return parse_source(item, limits)
+    except OSError as error:
+        return ReportProblem(item.name, f"unreadable: {error}")
+
+
+RunGroups = AsyncIterator[tuple[str, ReportSource | ReportProblem | ParsedReport]]
+"""A run's reports by environment (job): sources to parse, problems, or parsed already."""
 
 
 @dataclass(slots=True)
@@ -181,7 +202,7 @@ async def store_run(
     engine: AsyncEngine,
     repository_id: int,
     run: RunRef,
-    groups: AsyncIterator[tuple[str, ReportSource | ReportProblem]],
+    groups: RunGroups,
     *,
     now: datetime,
     source_kind: str = "github",
@@ -261,14 +282,12 @@ async def store_run(
             if env_key in known_envs:
                 continue  # this job of this attempt was stored before: idempotent
             new_envs.add(env_key)
-            if isinstance(item, ReportProblem):
-                result.problems.append(item)
-                continue
-            try:
-                parsed = await asyncio.to_thread(parse_source, item, parse_limits)
-            except OSError as error:
-                # The stream itself failed (size cap, lying archive sizes): a per-file problem.
-                result.problems.append(ReportProblem(item.name, f"unreadable: {error}"))
+            if isinstance(item, ReportSource):
+                parsed = await asyncio.to_thread(parse_item, item, parse_limits)
+            else:
+                parsed = item
+            if isinstance(parsed, ReportProblem):
+                result.problems.append(parsed)
                 continue
             if parsed.problem is not None:
                 result.problems.append(parsed.problem)
@@ -337,23 +356,31 @@ async def _store_report(
     )
     keys = [case.test_key for case in parsed.cases]
     ids = await _case_ids(conn, repository_id, parsed.cases, keys, now, known, learned)
-    rows = [
-        (
-            ids[key],
-            workflow_run_id,
-            report_id,
-            env_key[:255],
-            index,
-            index == len(case.attempts) - 1,
-            attempt.outcome.value,
-            attempt.duration_s,
-            attempt.failure_type,
-            attempt.signature,
-            attempt.message,
-        )
-        for case, key in zip(parsed.cases, keys, strict=True)
-        for index, attempt in enumerate(case.attempts)
-    ]
+    env = env_key[:255]
+    value_of = _OUTCOME_VALUES
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    for case, key in zip(parsed.cases, keys, strict=True):
+        case_id = ids[key]
+        last = len(case.attempts) - 1
+        for index, (outcome, duration_s, failure_type, message, signature) in enumerate(
+            case.attempts
+        ):
+            append(
+                (
+                    case_id,
+                    workflow_run_id,
+                    report_id,
+                    env,
+                    index,
+                    index == last,
+                    value_of[outcome],
+                    duration_s,
+                    failure_type,
+                    signature,
+                    message,
+                )
+            )
     await _insert_executions(conn, rows)
 
 
