@@ -48,6 +48,7 @@ from flakeguard.adapters.db.tables import ExecutionRow, WorkflowRunRow, table_of
 from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import PollingPayload
 from flakeguard.bootstrap import build_runners, open_runtime, tune_garbage_collector
+from flakeguard.cli_common import new_event_loop
 from flakeguard.emulator import (
     InstallationSpec,
     RepoSpec,
@@ -350,7 +351,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
     print(
         f"github_ingest: {runs} runs x {args.tests} tests, {args.repos} repos, "
         f"concurrency {args.concurrency}/{args.analyze_concurrency}, "
-        f"write spacing {args.write_spacing_ms} ms"
+        f"write spacing {args.write_spacing_ms} ms, event loop {result['loop']}"
     )
     print(
         f"stored runs {result['stored_runs']}, executions {result['executions']}, "
@@ -397,8 +398,17 @@ def main() -> None:
         action="store_true",
         help="serve GitHub from a thread of the worker's process (it then competes for the GIL)",
     )
+    parser.add_argument(
+        "--asyncio-loop",
+        action="store_true",
+        help="run the worker on asyncio's own event loop instead of the worker's (uvloop)",
+    )
     args = parser.parse_args()
-    report(args, asyncio.run(measure(args)))
+    factory = asyncio.new_event_loop if args.asyncio_loop else new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        result = runner.run(measure(args))
+        result["loop"] = type(runner.get_loop()).__module__  # "uvloop" or "asyncio.unix_events"
+    report(args, result)
 
 
 if __name__ == "__main__":

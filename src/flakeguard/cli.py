@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -50,7 +49,7 @@ def _worker_process() -> None:
     configure_logging(settings.log_level)
     from flakeguard.worker import run_worker
 
-    asyncio.run(run_worker(settings))
+    run(run_worker(settings))
 
 
 @app.command()
