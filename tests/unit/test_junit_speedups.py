@@ -183,6 +183,29 @@ def _stack(draw: st.DrawFn, line: st.SearchStrategy[str]) -> str:
     return "".join(text + brk for text, brk in zip(lines, breaks, strict=True))
 
 
+def _compiled_signature(
+    kind: str,
+    failure_type: str | None,
+    message: str | None,
+    stack: str | None,
+    limits: ParseLimits,
+) -> str:
+    """`_junit_speedups.failure_signature` called as `ReportReader._failure` calls it."""
+    from flakeguard.core import _junit_speedups
+
+    return _junit_speedups.failure_signature(
+        kind,
+        failure_type,
+        message,
+        stack,
+        limits.max_stack_chars_hashed,
+        limits.max_stack_lines_hashed,
+        functools.partial(junit.failure_signature, limits=limits),
+        junit._masked_bytes,
+        hashlib.blake2b,
+    )
+
+
 @settings(max_examples=600, deadline=None, derandomize=True)
 @given(
     st.sampled_from(["failure", "error"]),
@@ -200,22 +223,9 @@ def test_compiled_failure_signature_is_the_same_digest(
     max_chars: int,
     max_lines: int,
 ) -> None:
-    from flakeguard.core import _junit_speedups
-
     limits = ParseLimits(max_stack_chars_hashed=max_chars, max_stack_lines_hashed=max_lines)
     expected = junit.failure_signature(kind, failure_type, message, stack, limits)
-    compiled = _junit_speedups.failure_signature(
-        kind,
-        failure_type,
-        message,
-        stack,
-        max_chars,
-        max_lines,
-        functools.partial(junit.failure_signature, limits=limits),
-        junit._masked_bytes,
-        hashlib.blake2b,
-    )
-    assert compiled == expected
+    assert _compiled_signature(kind, failure_type, message, stack, limits) == expected
 
 
 @pytest.mark.parametrize(
@@ -242,20 +252,8 @@ def test_compiled_signature_spaces_the_message_as_junit_does(
 ) -> None:
     """Runs of whitespace in a message count as one space (the C shortcut skips the
     split only when the message is already single-spaced)."""
-    from flakeguard.core import _junit_speedups
-
     limits = junit.DEFAULT_LIMITS
-    compiled = _junit_speedups.failure_signature(
-        "failure",
-        "E",
-        message,
-        stack,
-        limits.max_stack_chars_hashed,
-        limits.max_stack_lines_hashed,
-        functools.partial(junit.failure_signature, limits=limits),
-        junit._masked_bytes,
-        hashlib.blake2b,
-    )
+    compiled = _compiled_signature("failure", "E", message, stack, limits)
     assert compiled == junit.failure_signature("failure", "E", message, stack, limits)
 
 
