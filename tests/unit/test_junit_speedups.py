@@ -9,8 +9,6 @@ hypothesis test shuffles those shapes into random reports.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import html
 import io
 
@@ -190,20 +188,9 @@ def _compiled_signature(
     stack: str | None,
     limits: ParseLimits,
 ) -> str:
-    """`_junit_speedups.failure_signature` called as `ReportReader._failure` calls it."""
-    from flakeguard.core import _junit_speedups
-
-    return _junit_speedups.failure_signature(
-        kind,
-        failure_type,
-        message,
-        stack,
-        limits.max_stack_chars_hashed,
-        limits.max_stack_lines_hashed,
-        functools.partial(junit.failure_signature, limits=limits),
-        junit._masked_bytes,
-        hashlib.blake2b,
-    )
+    """The signature a reader with the compiled loop computes for a failure."""
+    reader = ReportReader(io.BytesIO(b""), "r.xml", limits, speedups=True)
+    return reader._signature(kind, failure_type, message, stack)
 
 
 @settings(max_examples=600, deadline=None, derandomize=True)

@@ -1142,20 +1142,7 @@ class ReportReader:
         failure_type = (type_attr or "").strip() or None
         message = (message_attr or "").strip() or _first_line(stack)
         kind = "error" if outcome is _ERROR else "failure"
-        if self._speedups and _fast_signature is not None:
-            signature = _fast_signature(
-                kind,
-                failure_type,
-                message,
-                stack,
-                limits.max_stack_chars_hashed,
-                limits.max_stack_lines_hashed,
-                self._python_signature,
-                _masked_bytes,
-                _blake2b,
-            )
-        else:
-            signature = failure_signature(kind, failure_type, message, stack, limits)
+        signature = self._signature(kind, failure_type, message, stack)
         return _new_tuple(
             Attempt,
             (
@@ -1166,6 +1153,25 @@ class ReportReader:
                 signature,
             ),
         )
+
+    def _signature(
+        self, kind: str, failure_type: str | None, message: str | None, stack: str | None
+    ) -> str:
+        """`failure_signature` under this reader's limits, computed in C where it can be."""
+        limits = self._limits
+        if self._speedups and _fast_signature is not None:
+            return _fast_signature(
+                kind,
+                failure_type,
+                message,
+                stack,
+                limits.max_stack_chars_hashed,
+                limits.max_stack_lines_hashed,
+                self._python_signature,
+                _masked_bytes,
+                _blake2b,
+            )
+        return failure_signature(kind, failure_type, message, stack, limits)
 
     def _skip(
         self,
