@@ -132,12 +132,11 @@ class ExecutionRow(Base):
     __table_args__ = (Index("ix_executions_test_case", "test_case_id", "workflow_run_id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    # No foreign keys on test_case_id / report_id (migration 0003): rows are written in the
-    # transaction that reads or creates both, and leave with their run (the cascading key).
+    # No foreign keys (migrations 0003 and 0005): a key costs COPY a check per row, and rows
+    # are written in the transaction that reads or creates their test case, report and run.
+    # They leave with their run by the trigger `executions_leave_with_run` (migration 0005).
     test_case_id: Mapped[int] = mapped_column(BigId)
-    workflow_run_id: Mapped[int] = mapped_column(
-        ForeignKey("workflow_runs.id", ondelete="CASCADE"), index=True
-    )
+    workflow_run_id: Mapped[int] = mapped_column(BigId, index=True)
     report_id: Mapped[int] = mapped_column(BigId)
     env_key: Mapped[str] = mapped_column(String(255))
     retry_index: Mapped[int] = mapped_column(SmallInteger, default=0)
