@@ -6,14 +6,15 @@ import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -71,10 +72,20 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
 
 
 def _alembic_config(connection: Connection) -> Config:
+    # Imported here: alembic (with mako and pygments) takes ~0.3 s to import, and only
+    # migrations need it; a worker or CLI command on PostgreSQL never migrates.
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     return config
+
+
+def _command() -> Any:
+    from alembic import command
+
+    return command
 
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
@@ -83,12 +94,12 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
         if engine.dialect.name == "postgresql":
             # Several workers may start at once: one migrates, the others wait and find it done.
             await conn.execute(text("SELECT pg_advisory_xact_lock(727272)"))
-        await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), revision))
+        await conn.run_sync(lambda sync: _command().upgrade(_alembic_config(sync), revision))
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), revision))
+        await conn.run_sync(lambda sync: _command().downgrade(_alembic_config(sync), revision))
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
