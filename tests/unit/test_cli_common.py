@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 import typer
@@ -16,6 +17,17 @@ def test_commands_run_on_uvloop() -> None:
         return type(asyncio.get_running_loop()).__module__
 
     assert run(loop_module()) == "uvloop"
+
+
+def test_commands_run_with_the_startup_objects_frozen() -> None:
+    async def frozen() -> int:
+        return gc.get_freeze_count()
+
+    gc.unfreeze()  # another test's command may have frozen objects already
+    try:
+        assert run(frozen()) > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_a_flakeguard_error_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
