@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flakeguard.cli_common import fail, run, settings_or_exit
+from flakeguard.cli_common import fail, rare_collections, run, settings_or_exit
 from flakeguard.errors import FlakeGuardError
 from flakeguard.observability import configure_logging
 from flakeguard.settings import Settings, load_settings
@@ -184,7 +184,8 @@ def _run_import(
 
                 return await import_all(engine, specs, clock, step)
 
-    outcome = run(go())
+    with rare_collections():
+        outcome = run(go())
     for problem in outcome.problems:
         typer.echo(f"problem: {problem.source}: {problem.reason}", err=True)
     typer.echo(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -60,3 +61,21 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise fail(f"invalid configuration: {error}") from None
     except FlakeGuardError as error:
         raise fail(str(error), 1) from None
+
+
+@contextlib.contextmanager
+def rare_collections(young: int = 50_000) -> Iterator[None]:
+    """Collect cycles every `young` net allocations instead of every 700, for a batch command.
+
+    A bulk import allocates millions of short-lived tuples that hold no cycles (results,
+    rows); at the default threshold the collector visits each of them and promotes the
+    live ones through full collections. `flakeguard import-junit` of 300k results: 6.6-7.2 s
+    of CPU at the default, 5.5-6.0 s with this (two alternated runs each; turning the
+    collector off does no better). Cycles are still collected, and memory did not change.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(young, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
