@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flakeguard.cli_common import fail, rare_collections, run, settings_or_exit
+from flakeguard.cli_common import fail, run, settings_or_exit
 from flakeguard.errors import FlakeGuardError
 from flakeguard.observability import configure_logging
 from flakeguard.settings import Settings, load_settings
@@ -118,7 +118,7 @@ def import_junit(
     """Import JUnit results from any CI (or a backfill) through the ingestion path."""
     from pydantic import ValidationError
 
-    from flakeguard.bootstrap import open_database, utc_now
+    from flakeguard.bootstrap import collecting_rarely, open_database, utc_now
     from flakeguard.processors.imports import ImportSpec, import_all, read_manifest
 
     settings = settings_or_exit()
@@ -154,7 +154,8 @@ def import_junit(
             where = ".".join(str(p) for p in first["loc"])
             raise fail(f"invalid {where}: {first['msg']}") from None
         specs = iter([spec])
-    _run_import(settings, specs, open_database, import_all, utc_now)
+    with collecting_rarely():
+        _run_import(settings, specs, open_database, import_all, utc_now)
 
 
 def _run_import(
@@ -184,8 +185,7 @@ def _run_import(
 
                 return await import_all(engine, specs, clock, step)
 
-    with rare_collections():
-        outcome = run(go())
+    outcome = run(go())
     for problem in outcome.problems:
         typer.echo(f"problem: {problem.source}: {problem.reason}", err=True)
     typer.echo(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import typer
@@ -51,7 +50,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     pydantic's tables: ~120k objects for `import-junit`) out of the collector's reach, so
     the full collections that a command's millions of short-lived objects trigger no longer
     walk them. None of them is garbage. `flakeguard import-junit` of 300k results: 8.5-9.4 s
-    of CPU without, 7.1 s with (two alternated runs each); the worker gains the same way.
+    of CPU without, 7.1 s with (two alternated runs each). The worker freezes again once
+    started (`bootstrap.tune_garbage_collector`).
     """
     gc.freeze()
     try:
@@ -61,21 +61,3 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise fail(f"invalid configuration: {error}") from None
     except FlakeGuardError as error:
         raise fail(str(error), 1) from None
-
-
-@contextlib.contextmanager
-def rare_collections(young: int = 50_000) -> Iterator[None]:
-    """Collect cycles every `young` net allocations instead of every 700, for a batch command.
-
-    A bulk import allocates millions of short-lived tuples that hold no cycles (results,
-    rows); at the default threshold the collector visits each of them and promotes the
-    live ones through full collections. `flakeguard import-junit` of 300k results: 6.6-7.2 s
-    of CPU at the default, 5.5-6.0 s with this (two alternated runs each; turning the
-    collector off does no better). Cycles are still collected, and memory did not change.
-    """
-    before = gc.get_threshold()
-    gc.set_threshold(young, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)

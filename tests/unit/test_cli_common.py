@@ -8,7 +8,7 @@ import gc
 import pytest
 import typer
 
-from flakeguard.cli_common import rare_collections, run
+from flakeguard.cli_common import run
 from flakeguard.errors import FlakeGuardError
 
 
@@ -38,13 +38,3 @@ def test_a_flakeguard_error_is_one_line_and_exit_1(capsys: pytest.CaptureFixture
         run(broken())
     assert exited.value.exit_code == 1
     assert capsys.readouterr().err == "flakeguard: the database is gone\n"
-
-
-def test_rare_collections_raise_the_threshold_and_restore_it() -> None:
-    before = gc.get_threshold()
-    with rare_collections(12_345):
-        assert gc.get_threshold() == (12_345, 50, 100)
-    assert gc.get_threshold() == before
-    with pytest.raises(RuntimeError), rare_collections():
-        raise RuntimeError
-    assert gc.get_threshold() == before
