@@ -213,7 +213,7 @@ async def _executions_by_run(env: Env) -> dict[int, int]:
     w, e = table_of(WorkflowRunRow), table_of(ExecutionRow)
     async with env.runtime.deps.engine.connect() as conn:
         rows = await conn.execute(
-            select(w.c.run_id, func.count(e.c.id))
+            select(w.c.run_id, func.count(e.c.test_case_id))
             .join(e, e.c.workflow_run_id == w.c.id, isouter=True)
             .group_by(w.c.run_id)
         )

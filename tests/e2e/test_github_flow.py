@@ -279,7 +279,7 @@ async def test_runs_polled_and_webhooked_are_ingested_once_and_checked_once_per_
             per_run = {
                 int(k): int(v)
                 for k, v in await conn.execute(
-                    select(w.c.id, func.count(e.c.id))
+                    select(w.c.id, func.count(e.c.test_case_id))
                     .join(e, e.c.workflow_run_id == w.c.id, isouter=True)
                     .group_by(w.c.id)
                 )

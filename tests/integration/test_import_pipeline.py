@@ -62,7 +62,7 @@ async def test_runs_are_stored_in_order_with_their_problems(
         runs, executions = table_of(WorkflowRunRow), table_of(ExecutionRow)
         async with engine.connect() as conn:
             stored = dict((await conn.execute(select(runs.c.run_id, runs.c.executions))).all())
-            total = len((await conn.execute(select(executions.c.id))).all())
+            total = len((await conn.execute(select(executions.c.test_case_id))).all())
     assert [run_id for run_id, _ in seen] == [100, 101, 102, 103, 104]
     assert [executions for _, executions in seen] == [2, 4, 4, 6, 8]  # cumulative
     assert stored == {100: 2, 101: 2, 102: 0, 103: 2, 104: 2}

@@ -47,7 +47,7 @@ async def test_upgrade_matches_models_then_downgrade_empties(
     try:
         await migrate(engine)
         await migrate(engine)  # idempotent
-        assert await current_revision(engine) == "0005"
+        assert await current_revision(engine) == "0006"
         async with engine.connect() as conn:
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             assert tables >= EXPECTED_TABLES

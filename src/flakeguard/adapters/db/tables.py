@@ -126,15 +126,25 @@ class CaseRow(Base):
 
 
 class ExecutionRow(Base):
-    """One attempt of one test in one report of one run attempt."""
+    """One attempt of one test in one report of one run attempt.
+
+    The largest table by far (a row per test and attempt of every run), written only by
+    COPY and read by test case or by run, so it carries nothing a row does not need:
+    - no foreign keys (migrations 0003 and 0005): a key costs COPY a check per row, and rows
+      are written in the transaction that reads or creates their test case, report and run.
+      They leave with their run by the trigger `executions_leave_with_run` (migration 0005);
+    - no surrogate `id` (migration 0006): nothing referred to it, and its sequence and
+      primary-key index cost PostgreSQL ~28 % of a COPY's CPU. The mapper's identity below
+      is for the ORM only; the database has no primary key here (for logical replication
+      of deletes, set `REPLICA IDENTITY FULL` on the table).
+    """
 
     __tablename__ = "executions"
     __table_args__ = (Index("ix_executions_test_case", "test_case_id", "workflow_run_id"),)
+    __mapper_args__ = {  # noqa: RUF012  # SQLAlchemy's declarative attribute
+        "primary_key": ["test_case_id", "workflow_run_id", "report_id", "retry_index"]
+    }
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    # No foreign keys (migrations 0003 and 0005): a key costs COPY a check per row, and rows
-    # are written in the transaction that reads or creates their test case, report and run.
-    # They leave with their run by the trigger `executions_leave_with_run` (migration 0005).
     test_case_id: Mapped[int] = mapped_column(BigId)
     workflow_run_id: Mapped[int] = mapped_column(BigId, index=True)
     report_id: Mapped[int] = mapped_column(BigId)
