@@ -12,7 +12,13 @@ from sqlalchemy import select
 
 from flakeguard.adapters.db.engine import migrate
 from flakeguard.adapters.db.runs import ParsedReport
-from flakeguard.adapters.db.tables import ExecutionRow, WorkflowRunRow, table_of
+from flakeguard.adapters.db.tables import (
+    CaseRow,
+    ExecutionRow,
+    ReportRow,
+    WorkflowRunRow,
+    table_of,
+)
 from flakeguard.bootstrap import open_database
 from flakeguard.core.models import ReportProblem
 from flakeguard.processors import imports
@@ -110,3 +116,72 @@ async def test_a_failing_import_leaves_no_parsing_behind(
             await import_all(engine, iter(specs), lambda: datetime.now(UTC))
     assert len(stuck) == 1
     assert stuck[0].cancelled()
+
+
+_ATTEMPTS_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<testsuite name="s" tests="6">
+  <testcase classname="c" name="passes" time="0.5"/>
+  <testcase classname="c" name="fails" time="0.25">
+    <failure message="m" type="T">x</failure>
+  </testcase>
+  <testcase classname="c" name="errs" time="0.125"><error message="e" type="E">y</error></testcase>
+  <testcase classname="c" name="skipped"><skipped/></testcase>
+  <testcase classname="c" name="flaky" time="2.0">
+    <flakyFailure message="timeout" type="Timeout"><stackTrace>at a</stackTrace></flakyFailure>
+    <flakyError message="boom" type="Boom"><stackTrace>at b</stackTrace></flakyError>
+  </testcase>
+  <testcase classname="c" name="flaky_failing" time="1.0">
+    <failure message="m" type="T">z</failure>
+    <rerunFailure message="m2" type="T"><stackTrace>at c</stackTrace></rerunFailure>
+  </testcase>
+</testsuite>
+"""
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_every_attempt_is_stored_with_its_index_and_the_final_one_marked(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest, redis_url: str, queue_prefix: str
+) -> None:
+    """The rows `store_run` builds (one per attempt; single-attempt cases take a shorter
+    path) and the report's counts, which the infrastructure-outage filter reads."""
+    report = tmp_path / "attempts.xml"
+    report.write_text(_ATTEMPTS_XML)
+    spec = ImportSpec(repo="acme/shop", run_id=7, sha="f" * 40, paths=[report])
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    settings = make_settings(
+        redis_url=redis_url, database_url=url, prefix=queue_prefix, data_dir=tmp_path
+    )
+    async with open_database(settings) as engine:
+        await migrate(engine)
+        await import_all(engine, iter([spec]), lambda: datetime.now(UTC))
+        e, c, r = table_of(ExecutionRow), table_of(CaseRow), table_of(ReportRow)
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        c.c.name,
+                        e.c.retry_index,
+                        e.c.is_final,
+                        e.c.outcome,
+                        e.c.duration_s,
+                        e.c.failure_type,
+                    )
+                    .join(c, c.c.id == e.c.test_case_id)
+                    .order_by(c.c.name, e.c.retry_index)
+                )
+            ).all()
+            counts = (await conn.execute(select(r.c.cases, r.c.failed, r.c.failed_share))).one()
+    assert [tuple(row) for row in rows] == [
+        ("errs", 0, True, "error", 0.125, "E"),
+        ("fails", 0, True, "failed", 0.25, "T"),
+        ("flaky", 0, False, "failed", None, "Timeout"),
+        ("flaky", 1, False, "error", None, "Boom"),
+        ("flaky", 2, True, "passed", 2.0, None),
+        ("flaky_failing", 0, False, "failed", 1.0, "T"),  # the element's own failure first
+        ("flaky_failing", 1, True, "failed", None, "T"),
+        ("passes", 0, True, "passed", 0.5, None),
+        ("skipped", 0, True, "skipped", None, None),
+    ]
+    # Six cases; five ran (the skipped one did not); two finally failed (errs, fails) and one
+    # finally failed after a rerun (flaky_failing).
+    assert tuple(counts) == (6, 3, 0.6)

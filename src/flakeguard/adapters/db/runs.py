@@ -32,7 +32,15 @@ from flakeguard.adapters.db.tables import (
     table_of,
 )
 from flakeguard.core.junit import ParseLimits, ReportReader
-from flakeguard.core.models import FAILING, RAN, CaseResult, Outcome, ReportProblem, RunRef
+from flakeguard.core.models import (
+    FAILING,
+    RAN,
+    CaseResult,
+    Outcome,
+    ReportProblem,
+    RunRef,
+    test_key,
+)
 
 EXECUTION_COLUMNS = (  # the COPY column order of an execution row (also used by bench/)
     "test_case_id",
@@ -71,7 +79,8 @@ def parse_source(source: ReportSource, limits: ParseLimits) -> ParsedReport:
     with source.open() as stream:
         reader = ReportReader(stream, source.name, limits)
         cases = list(reader)
-    keys = [case.test_key for case in cases]
+    # The function, not the `test_key` property: one Python call less per case (-18 %).
+    keys = [test_key(case.suite, case.class_name, case.name, case.file) for case in cases]
     return ParsedReport(source=source.name, cases=cases, problem=reader.problem, keys=keys)
 
 
@@ -343,8 +352,8 @@ async def _store_report(
 ) -> None:
     reports = table_of(ReportRow)
     finals = [case.attempts[-1].outcome for case in parsed.cases]
-    ran = sum(1 for outcome in finals if outcome in RAN)
-    failed = sum(1 for outcome in finals if outcome in FAILING)
+    ran = sum(map(finals.count, RAN))  # a C pass per outcome, not a generator per case
+    failed = sum(map(finals.count, FAILING))
     report_id = await conn.scalar(
         insert(reports)
         .values(
@@ -365,10 +374,27 @@ async def _store_report(
     append = rows.append
     for case, key in zip(parsed.cases, keys, strict=True):
         case_id = ids[key]
-        last = len(case.attempts) - 1
-        for index, (outcome, duration_s, failure_type, message, signature) in enumerate(
-            case.attempts
-        ):
+        attempts = case.attempts
+        if len(attempts) == 1:  # most cases: no enumerate, no comparison
+            outcome, duration_s, failure_type, message, signature = attempts[0]
+            append(
+                (
+                    case_id,
+                    workflow_run_id,
+                    report_id,
+                    env,
+                    0,
+                    True,
+                    value_of[outcome],
+                    duration_s,
+                    failure_type,
+                    signature,
+                    message,
+                )
+            )
+            continue
+        last = len(attempts) - 1
+        for index, (outcome, duration_s, failure_type, message, signature) in enumerate(attempts):
             append(
                 (
                     case_id,
