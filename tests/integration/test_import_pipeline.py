@@ -147,7 +147,7 @@ async def test_every_attempt_is_stored_with_its_index_and_the_final_one_marked(
     report = tmp_path / "attempts.xml"
     report.write_text(_ATTEMPTS_XML)
     spec = ImportSpec(repo="acme/shop", run_id=7, sha="f" * 40, paths=[report])
-    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    url = request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
     settings = make_settings(
         redis_url=redis_url, database_url=url, prefix=queue_prefix, data_dir=tmp_path
     )
