@@ -13,15 +13,14 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.engine import create_engine, database_url, migrate
 from flakeguard.adapters.github.client import GitHubClient, GitHubConfig
@@ -40,6 +39,7 @@ from flakeguard.adapters.queue.runner import (
     RetryPolicy,
     WorkerOptions,
 )
+from flakeguard.database import GC_THRESHOLDS, utc_now
 from flakeguard.deps import CheckPublisher, Deps, RunSource
 from flakeguard.observability import Metrics
 from flakeguard.processors import polling, runs_analyze, runs_ingest, tests_recompute
@@ -47,10 +47,6 @@ from flakeguard.settings import Settings
 
 log = structlog.get_logger("flakeguard.worker")
 QUEUE_SAMPLE_INTERVAL_S = 5.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -191,22 +187,6 @@ async def open_runtime(
         yield Runtime(deps=deps, redis_target=target, state=state)
 
 
-@asynccontextmanager
-async def open_database(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    """Only the database (CLI commands that need no queues); migrates embedded SQLite."""
-    db_url = settings.database_url.get_secret_value() if settings.database_url else None
-    engine = create_engine(database_url(db_url, settings.data_dir))
-    try:
-        if settings.embedded_database or engine.dialect.name == "sqlite":  # a file we own
-            await migrate(engine)
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-GC_THRESHOLDS: Final = (50_000, 20, 20)
-
-
 def tune_garbage_collector() -> None:
     """Fewer collector passes in the long-lived worker process; call once it has started.
 
@@ -220,24 +200,6 @@ def tune_garbage_collector() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-@contextlib.contextmanager
-def collecting_rarely() -> Iterator[None]:
-    """The worker's collector thresholds (`GC_THRESHOLDS`) for a batch command, then back.
-
-    `flakeguard import-junit` allocates millions of short-lived tuples that hold no cycles
-    (results, rows); at the default thresholds the collector visits each of them and
-    promotes the live ones through full collections. 300k results: 6.6-7.2 s of CPU at the
-    default, 5.5-6.0 s with these (two alternated runs each; turning the collector off did
-    no better). Cycles are still collected, and peak memory did not change.
-    """
-    before = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLDS)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 def build_runners(runtime: Runtime) -> list[QueueRunner[Any]]:

@@ -53,7 +53,7 @@ def analyze(
         RecomputeScope,
         RepositoryRef,
     )
-    from flakeguard.bootstrap import open_database, utc_now
+    from flakeguard.database import open_database, utc_now
     from flakeguard.observability import Metrics
     from flakeguard.processors.analysis import ScoringContext
     from flakeguard.processors.tests_recompute import recompute
@@ -125,7 +125,7 @@ async def _scored(
     settings: Any, owner: str, name: str, verdicts: list[str] | None
 ) -> list[ScoredTest]:
     from flakeguard.adapters.db.history import find_repository, list_scored_tests
-    from flakeguard.bootstrap import open_database
+    from flakeguard.database import open_database
 
     async with open_database(settings) as engine:
         info = await find_repository(engine, owner, name)
@@ -222,8 +222,8 @@ async def _change_quarantine(
         save_quarantine,
         select_cases,
     )
-    from flakeguard.bootstrap import open_database, utc_now
     from flakeguard.core.quarantine import QuarantinePolicy, manual_add, manual_remove
+    from flakeguard.database import open_database, utc_now
 
     async with open_database(settings) as engine:
         info = await find_repository(engine, owner, name)

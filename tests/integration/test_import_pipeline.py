@@ -19,8 +19,8 @@ from flakeguard.adapters.db.tables import (
     WorkflowRunRow,
     table_of,
 )
-from flakeguard.bootstrap import open_database
 from flakeguard.core.models import ReportProblem
+from flakeguard.database import open_database
 from flakeguard.processors import imports
 from flakeguard.processors.imports import ImportOutcome, ImportSpec, import_all
 from tests.integration.test_analysis_flow import junit
