@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,7 +38,7 @@ from flakeguard.adapters.queue.runner import (
     RetryPolicy,
     WorkerOptions,
 )
-from flakeguard.database import GC_THRESHOLDS, utc_now
+from flakeguard.database import utc_now
 from flakeguard.deps import CheckPublisher, Deps, RunSource
 from flakeguard.observability import Metrics
 from flakeguard.processors import polling, runs_analyze, runs_ingest, tests_recompute
@@ -185,21 +184,6 @@ async def open_runtime(
             github=github is not None,
         )
         yield Runtime(deps=deps, redis_target=target, state=state)
-
-
-def tune_garbage_collector() -> None:
-    """Fewer collector passes in the long-lived worker process; call once it has started.
-
-    A job allocates hundreds of thousands of short-lived objects (result rows, parsed
-    cases, scores). With CPython's default thresholds (700, 10, 10) that triggered ~300
-    middle and ~27 full collections per 300 GitHub runs, each full one walking the whole
-    heap; with these, 29 and 2. The objects alive at start-up (modules, table metadata,
-    clients) are frozen out of the scans. Measured with bench/github_ingest.py (300 runs,
-    same machine, alternating): worker CPU per run 52.8-65.8 ms → 42.4-53.3 ms, peak RSS
-    +7 MB.
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_runners(runtime: Runtime) -> list[QueueRunner[Any]]:

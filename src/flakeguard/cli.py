@@ -118,7 +118,8 @@ def import_junit(
     """Import JUnit results from any CI (or a backfill) through the ingestion path."""
     from pydantic import ValidationError
 
-    from flakeguard.database import collecting_rarely, open_database, utc_now
+    from flakeguard.database import open_database, utc_now
+    from flakeguard.gc_tuning import collecting_rarely
     from flakeguard.processors.imports import ImportSpec, import_all, read_manifest
 
     settings = settings_or_exit()

@@ -51,7 +51,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     the full collections that a command's millions of short-lived objects trigger no longer
     walk them. None of them is garbage. `flakeguard import-junit` of 300k results: 8.5-9.4 s
     of CPU without, 7.1 s with (two alternated runs each). The worker freezes again once
-    started (`bootstrap.tune_garbage_collector`).
+    started (`gc_tuning.tune_garbage_collector`).
     """
     gc.freeze()
     try:

@@ -21,8 +21,8 @@ from flakeguard.bootstrap import (
     build_runners,
     open_runtime,
     sample_queues,
-    tune_garbage_collector,
 )
+from flakeguard.gc_tuning import tune_garbage_collector
 from flakeguard.http.app import create_app, create_metrics_app
 from flakeguard.processors.discovery import install_polling_schedule
 from flakeguard.settings import Settings

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from flakeguard.database import GC_THRESHOLDS, collecting_rarely
+from flakeguard.gc_tuning import GC_THRESHOLDS, collecting_rarely
 
 
 def test_collecting_rarely_sets_the_worker_thresholds_and_restores_them() -> None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.runs import (
-    CaseIdCache,
+    CaseIdCaches,
     ParsedReport,
     ensure_repository,
     parse_item,
@@ -111,10 +111,10 @@ async def import_run(
     engine: AsyncEngine,
     spec: ImportSpec,
     now: datetime,
-    case_caches: dict[int, CaseIdCache] | None = None,
+    case_caches: CaseIdCaches | None = None,
     parsed: Sequence[tuple[str, ParsedReport | ReportProblem]] | None = None,
 ) -> tuple[bool, int, int, list[ReportProblem]]:
-    """Store one run attempt; `case_caches` (per repository id) spans one import.
+    """Store one run attempt; `case_caches` (bounded, as the worker's) spans one import.
 
     `parsed` holds the spec's reports when they were parsed ahead (`import_all`); without
     it they are read and parsed here, one by one.
@@ -123,9 +123,7 @@ async def import_run(
     repository_id = await ensure_repository(
         engine, owner, name, now=now, default_branch=spec.default_branch
     )
-    case_cache = None
-    if case_caches is not None:
-        case_cache = case_caches.setdefault(repository_id, CaseIdCache(repository_id))
+    case_cache = case_caches.for_repository(repository_id) if case_caches is not None else None
     groups = (
         _replay(parsed)
         if parsed is not None
@@ -170,7 +168,7 @@ async def import_all(
     parser's CPU work overlaps the database's. At most one run is held parsed ahead.
     """
     outcome = ImportOutcome()
-    case_caches: dict[int, CaseIdCache] = {}
+    case_caches = CaseIdCaches()
     started: list[asyncio.Task[list[tuple[str, ParsedReport | ReportProblem]]]] = []
 
     def parse_ahead(spec: ImportSpec | None) -> None:

@@ -82,24 +82,22 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
-def _command() -> Any:
-    from alembic import command
-
-    return command
-
-
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Upgrade the schema to `revision` (idempotent; serialised on PostgreSQL by a lock)."""
+    from alembic import command  # see `_alembic_config`
+
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Several workers may start at once: one migrates, the others wait and find it done.
             await conn.execute(text("SELECT pg_advisory_xact_lock(727272)"))
-        await conn.run_sync(lambda sync: _command().upgrade(_alembic_config(sync), revision))
+        await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), revision))
 
 
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
+    from alembic import command
+
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: _command().downgrade(_alembic_config(sync), revision))
+        await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), revision))
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
