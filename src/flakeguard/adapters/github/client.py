@@ -42,6 +42,7 @@ from flakeguard.adapters.github.throttle import (
     parse_rate_limit,
     plan_retry,
 )
+from flakeguard.adapters.github.transport import AiohttpTransport
 from flakeguard.core.reporting import (
     Action,
     Annotation,
@@ -382,7 +383,7 @@ class GitHubClient:
         self._clock = clock
         self._api_url = config.api_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            transport=transport,
+            transport=transport or AiohttpTransport(),
             timeout=httpx.Timeout(config.request_timeout_s),
             follow_redirects=False,
             headers={"User-Agent": config.user_agent},
