@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from bullmq import Job
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
+from flakeguard.adapters.db.history import find_repository
+from flakeguard.adapters.db.runs import find_run
+from flakeguard.adapters.db.tables import CheckRunRow, table_of
 from flakeguard.adapters.github.client import CheckRunBody, RepoCoords
 from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import (
@@ -22,6 +28,9 @@ from flakeguard.adapters.queue.payloads import (
     RunsIngestPayload,
 )
 from flakeguard.cli import app
+from flakeguard.processors.analysis import AnalysisResult
+from flakeguard.processors.check_runs import annotation_key, publish_check_run
+from flakeguard.processors.runs_ingest import ingest
 from tests.support import make_settings, running_workers, runtime_for, wait_for, write_local_run
 
 pytestmark = pytest.mark.integration
@@ -274,6 +283,87 @@ async def test_runs_analyze_publishes_one_check_run_per_sha_updated_in_place(
     assert "test_new" in second.summary
     first_paths = {(a.title, a.message) for a in first.annotations}
     assert all((a.title, a.message) not in first_paths for a in second.annotations)  # sent once
+
+
+class SlowChecks(RecordingChecks):
+    """GitHub taking its time: a create or update yields to the other analyses first."""
+
+    async def create(self, repo: RepoCoords, body: CheckRunBody) -> int:
+        await asyncio.sleep(0.05)
+        return await super().create(repo, body)
+
+    async def update(self, repo: RepoCoords, check_run_id: int, body: CheckRunBody) -> None:
+        await asyncio.sleep(0.05)
+        await super().update(repo, check_run_id, body)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_analyses_of_one_commit_at_once_create_one_check_run(
+    backend: str,
+    queue_prefix: str,
+    redis_url: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """Three analyses publish the same commit's check run at the same time: the record
+    (advisory lock on PostgreSQL, in-process lock on SQLite) lets one create it and the
+    others update it, each sending only annotations GitHub does not have yet."""
+    database_url = request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
+    runs = tmp_path / "runs"
+    (tmp_path / "r.xml").write_text(
+        '<testsuite name="pytest"><testcase classname="tests.test_shop" name="test_ok"'
+        ' file="tests/test_shop.py"/><testcase classname="tests.test_shop" name="test_new"'
+        ' file="tests/test_shop.py" line="7"><failure message="assert 1 == 2">'
+        "AssertionError</failure></testcase></testsuite>"
+    )
+    sha = "c" * 40
+    write_local_run(
+        runs,
+        owner="acme",
+        repo="shop",
+        run_id=3,
+        head_sha=sha,
+        jobs={"linux": [tmp_path / "r.xml"]},
+    )
+    checks = SlowChecks()
+    settings = make_settings(
+        redis_url=redis_url, database_url=database_url, prefix=queue_prefix, data_dir=tmp_path
+    )
+    async with runtime_for(settings, runs_root=runs, checks=checks) as rt:
+        await ingest(
+            rt.deps,
+            RunsIngestPayload(
+                workflow_run_id=3,
+                repository=RepositoryRef(owner="acme", repo="shop", installation_id=9),
+            ),
+        )
+        repo = await find_repository(rt.deps.engine, "acme", "shop")
+        assert repo is not None
+        run = await find_run(rt.deps.engine, repo.id, 3, 1)
+        assert run is not None
+        published = await asyncio.gather(
+            *(publish_check_run(rt.deps, repo, run, AnalysisResult()) for _ in range(3))
+        )
+        record_row = await stored_check_run_row(rt.deps.engine, repo.id, sha)
+    assert published == [777, 777, 777]
+    assert len(checks.created) == 1
+    assert [check_run_id for check_run_id, _ in checks.updates] == [777, 777]
+    assert len(checks.created[0].annotations) == 1  # test_new's failure
+    assert all(not body.annotations for _, body in checks.updates)  # sent once only
+    assert record_row == (777, [annotation_key(checks.created[0].annotations[0])])
+
+
+async def stored_check_run_row(engine: AsyncEngine, repository_id: int, head_sha: str) -> object:
+    t = table_of(CheckRunRow)
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(t.c.check_run_id, t.c.annotated).where(
+                    t.c.repository_id == repository_id, t.c.head_sha == head_sha
+                )
+            )
+        ).one()
+    return (row.check_run_id, row.annotated)
 
 
 async def test_recompute_scopes_and_progress(

@@ -16,10 +16,8 @@ import structlog
 
 from flakeguard.adapters.db.checks import (
     ShaOutcome,
-    check_run_lock,
+    check_run_record,
     outcomes_at_sha,
-    remember_check_run,
-    stored_check_run,
 )
 from flakeguard.adapters.db.history import (
     CaseInfo,
@@ -174,8 +172,8 @@ async def publish_check_run(
     name = deps.settings.check_run_name
     body = check_run_body(name, run.head_sha, render_check_run(report))
     coords = RepoCoords(repo.owner, repo.name, repo.installation_id)
-    async with check_run_lock(deps.engine, repo.id, run.head_sha, name):
-        stored = await stored_check_run(deps.engine, repo.id, run.head_sha, name)
+    async with check_run_record(deps.engine, repo.id, run.head_sha, name) as record:
+        stored = record.stored
         sent = {annotation_key(a): a for a in body.annotations}
         if stored is None:
             # Our row is the record of the commit's check run: one API call, no lookup first.
@@ -186,9 +184,7 @@ async def publish_check_run(
             fresh = [a for key, a in sent.items() if key not in stored.annotated]
             await deps.checks.update(coords, check_run_id, replace(body, annotations=fresh))
         annotated = frozenset(sent) | (stored.annotated if stored else frozenset())
-        await remember_check_run(
-            deps.engine, repo.id, run.head_sha, name, check_run_id, deps.clock(), annotated
-        )
+        await record.remember(check_run_id, deps.clock(), annotated)
     return check_run_id
 
 

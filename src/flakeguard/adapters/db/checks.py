@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Final, NamedTuple
 
 from sqlalchemy import and_, bindparam, func, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.db.engine import Prepared, dialect_insert, reading
 from flakeguard.adapters.db.history import OUTCOMES
@@ -106,23 +106,6 @@ class StoredCheckRun:
     annotated: frozenset[str]
 
 
-async def stored_check_run(
-    engine: AsyncEngine, repository_id: int, head_sha: str, name: str
-) -> StoredCheckRun | None:
-    t = table_of(CheckRunRow)
-    async with reading(engine) as conn:
-        row = (
-            await conn.execute(
-                select(t.c.check_run_id, t.c.annotated).where(
-                    t.c.repository_id == repository_id, t.c.head_sha == head_sha, t.c.name == name
-                )
-            )
-        ).first()
-    if row is None:
-        return None
-    return StoredCheckRun(int(row.check_run_id), frozenset(row.annotated or ()))
-
-
 async def head_sha_of_check_run(
     engine: AsyncEngine, repository_id: int, check_run_id: int
 ) -> str | None:
@@ -136,65 +119,96 @@ async def head_sha_of_check_run(
     return None if found is None else str(found)
 
 
-async def remember_check_run(
-    engine: AsyncEngine,
-    repository_id: int,
-    head_sha: str,
-    name: str,
-    check_run_id: int,
-    now: datetime,
-    annotated: frozenset[str] = frozenset(),
-) -> None:
-    t = table_of(CheckRunRow)
-    stmt = dialect_insert(engine.dialect.name, t).values(
-        repository_id=repository_id,
-        head_sha=head_sha,
-        name=name,
-        check_run_id=check_run_id,
-        updated_at=now,
-        annotated=sorted(annotated),
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["repository_id", "head_sha", "name"],
-        set_={
-            "check_run_id": stmt.excluded.check_run_id,
-            "updated_at": stmt.excluded.updated_at,
-            "annotated": stmt.excluded.annotated,
-        },
-    )
-    async with engine.begin() as conn:
-        await conn.execute(stmt)
-
-
 _LOCAL_LOCKS: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 """In-process locks for SQLite (embedded mode runs one worker process); entries vanish when
 no coroutine holds or waits on them."""
+_LOCK: Final = text("SELECT pg_advisory_lock(:key)")
+_UNLOCK: Final = text("SELECT pg_advisory_unlock(:key)")
+
+
+class CheckRunRecord:
+    """Our row for one commit's check run, held exclusively: see `check_run_record`."""
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        repository_id: int,
+        head_sha: str,
+        name: str,
+        stored: StoredCheckRun | None,
+    ) -> None:
+        self._conn = conn
+        self._where = (repository_id, head_sha, name)
+        self.stored = stored
+        """The check run created before for this commit, None if none was."""
+
+    async def remember(self, check_run_id: int, now: datetime, annotated: frozenset[str]) -> None:
+        """Record the check run's id and the annotations GitHub now holds."""
+        repository_id, head_sha, name = self._where
+        t = table_of(CheckRunRow)
+        stmt = dialect_insert(self._conn.dialect.name, t).values(
+            repository_id=repository_id,
+            head_sha=head_sha,
+            name=name,
+            check_run_id=check_run_id,
+            updated_at=now,
+            annotated=sorted(annotated),
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["repository_id", "head_sha", "name"],
+            set_={
+                "check_run_id": stmt.excluded.check_run_id,
+                "updated_at": stmt.excluded.updated_at,
+                "annotated": stmt.excluded.annotated,
+            },
+        )
+        await self._conn.execute(stmt)  # autocommit: one statement, committed alone
+        self.stored = StoredCheckRun(check_run_id, annotated)
+
+
+async def _stored(
+    conn: AsyncConnection, repository_id: int, head_sha: str, name: str
+) -> StoredCheckRun | None:
+    t = table_of(CheckRunRow)
+    row = (
+        await conn.execute(
+            select(t.c.check_run_id, t.c.annotated).where(
+                t.c.repository_id == repository_id, t.c.head_sha == head_sha, t.c.name == name
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return StoredCheckRun(int(row.check_run_id), frozenset(row.annotated or ()))
 
 
 @asynccontextmanager
-async def check_run_lock(
+async def check_run_record(
     engine: AsyncEngine, repository_id: int, head_sha: str, name: str
-) -> AsyncIterator[None]:
-    """Serialise creating/updating one commit's check run across every worker process.
+) -> AsyncIterator[CheckRunRecord]:
+    """Our record of one commit's check run, held exclusively across every worker process
+    while GitHub is called, so two analyses of one commit never both create a check run.
 
-    PostgreSQL: a session advisory lock on a 63-bit hash of (repository, SHA, name), held on
-    its own connection while GitHub is called, so two analyses of one commit never both
-    create a check run. SQLite (one embedded process): an in-process lock.
+    One connection in autocommit does it all: on PostgreSQL a session advisory lock on a
+    63-bit hash of (repository, SHA, name), the read of the row, its upsert, the unlock (no
+    transaction is left open during the GitHub call). SQLite (one embedded process): an
+    in-process lock around the same connection work.
     """
     digest = hashlib.blake2b(f"{repository_id}:{head_sha}:{name}".encode(), digest_size=8)
     key = int.from_bytes(digest.digest(), "big") >> 1
     if engine.dialect.name == "postgresql":
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        async with reading(engine) as conn:
+            await conn.execute(_LOCK, {"key": key})
             try:
-                yield
+                stored = await _stored(conn, repository_id, head_sha, name)
+                yield CheckRunRecord(conn, repository_id, head_sha, name, stored)
             finally:
-                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                await conn.commit()
+                await conn.execute(_UNLOCK, {"key": key})
         return
     lock = _LOCAL_LOCKS.get(key)
     if lock is None:
         lock = asyncio.Lock()
         _LOCAL_LOCKS[key] = lock
-    async with lock:
-        yield
+    async with lock, reading(engine) as conn:
+        stored = await _stored(conn, repository_id, head_sha, name)
+        yield CheckRunRecord(conn, repository_id, head_sha, name, stored)
