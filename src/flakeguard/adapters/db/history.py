@@ -57,19 +57,28 @@ class CaseInfo(NamedTuple):
     file: str | None
 
 
-async def find_repository(engine: AsyncEngine, owner: str, name: str) -> RepositoryInfo | None:
+def _find_repository_query() -> Prepared:
     t = table_of(RepositoryRow)
+    return Prepared(
+        select(t.c.id, t.c.owner, t.c.name, t.c.default_branch, t.c.installation_id).where(
+            func.lower(t.c.owner) == bindparam("owner", type_=t.c.owner.type),
+            func.lower(t.c.name) == bindparam("name", type_=t.c.name.type),
+        )
+    )
+
+
+_FIND_REPOSITORY: Final = _find_repository_query()
+
+
+async def find_repository(engine: AsyncEngine, owner: str, name: str) -> RepositoryInfo | None:
     async with reading(engine) as conn:
-        row = (
-            await conn.execute(
-                select(t.c.id, t.c.owner, t.c.name, t.c.default_branch, t.c.installation_id).where(
-                    func.lower(t.c.owner) == owner.lower(), func.lower(t.c.name) == name.lower()
-                )
-            )
-        ).first()
-    if row is None:
+        rows = await _FIND_REPOSITORY.all(conn, owner=owner.lower(), name=name.lower())
+    if not rows:
         return None
-    return RepositoryInfo(int(row.id), row.owner, row.name, row.default_branch, row.installation_id)
+    repository_id, stored_owner, stored_name, default_branch, installation_id = rows[0]
+    return RepositoryInfo(
+        int(repository_id), stored_owner, stored_name, default_branch, installation_id
+    )
 
 
 async def select_cases(

@@ -16,13 +16,19 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.artifacts import ReportSource
-from flakeguard.adapters.db.engine import asyncpg_connection, aware, dialect_insert, reading
+from flakeguard.adapters.db.engine import (
+    Prepared,
+    asyncpg_connection,
+    aware,
+    dialect_insert,
+    reading,
+)
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -58,6 +64,10 @@ EXECUTION_COLUMNS = (  # the COPY column order of an execution row (also used by
 _KEY_BATCH = 5000
 _CASE_INSERT_BATCH = 2000
 """8 bind parameters per test_cases row: 2,000 rows stay under asyncpg's and SQLite's 32,767."""
+_INLINE_PARSE_BYTES = 256 * 1024
+"""Reports up to this size (as declared; a ZIP member is cut there) are parsed on the
+event loop: ~1-2 ms for a 500-test report, less than handing it to a thread and taking
+the GIL back. Larger ones go to a thread, so the loop keeps renewing job locks."""
 _LAST_SEEN_GRANULARITY = timedelta(hours=6)
 _OUTCOME_VALUES: dict[Outcome, str] = {outcome: outcome.value for outcome in Outcome}
 """A dict lookup per execution row (~0.05 µs) instead of the enum's `value` property (~0.3 µs)."""
@@ -155,6 +165,19 @@ class StoredRun:
     problems: list[ReportProblem] = field(default_factory=list)
 
 
+def _repository_id_query() -> Prepared:
+    t = table_of(RepositoryRow)
+    return Prepared(
+        select(t.c.id, t.c.installation_id, t.c.default_branch).where(
+            t.c.owner == bindparam("owner", type_=t.c.owner.type),
+            t.c.name == bindparam("name", type_=t.c.name.type),
+        )
+    )
+
+
+_REPOSITORY_ID: Final = _repository_id_query()
+
+
 async def ensure_repository(
     engine: AsyncEngine,
     owner: str,
@@ -170,17 +193,14 @@ async def ensure_repository(
     The common case (the row exists and nothing changed) is one read, outside a transaction.
     """
     table = table_of(RepositoryRow)
-    query = select(table.c.id, table.c.installation_id, table.c.default_branch).where(
-        table.c.owner == owner, table.c.name == name
-    )
     async with reading(engine) as conn:
-        found = (await conn.execute(query)).first()
-    if (
-        found is not None
-        and installation_id in (None, found.installation_id)
-        and default_branch in (None, found.default_branch)
-    ):
-        return int(found.id)
+        found = await _REPOSITORY_ID.all(conn, owner=owner, name=name)
+    if found:
+        found_id, found_installation, found_branch = found[0]
+        same_installation = installation_id in (None, found_installation)
+        if same_installation and default_branch in (None, found_branch):
+            return int(found_id)
+    query = _REPOSITORY_ID.statement
     async with engine.begin() as conn:
         stmt = (
             dialect_insert(engine.dialect.name, table)
@@ -197,7 +217,7 @@ async def ensure_repository(
             .on_conflict_do_nothing(index_elements=["owner", "name"])
         )
         await conn.execute(stmt)
-        row = (await conn.execute(query)).one()
+        row = (await conn.execute(query, {"owner": owner, "name": name})).one()
         changes: dict[str, Any] = {}
         if installation_id is not None and row.installation_id != installation_id:
             changes["installation_id"] = installation_id
@@ -295,7 +315,10 @@ async def store_run(
                 continue  # this job of this attempt was stored before: idempotent
             new_envs.add(env_key)
             if isinstance(item, ReportSource):
-                parsed = await asyncio.to_thread(parse_item, item, parse_limits)
+                if item.size_bytes is not None and item.size_bytes <= _INLINE_PARSE_BYTES:
+                    parsed = parse_item(item, parse_limits)
+                else:
+                    parsed = await asyncio.to_thread(parse_item, item, parse_limits)
             else:
                 parsed = item
             if isinstance(parsed, ReportProblem):
@@ -590,36 +613,38 @@ class StoredRunInfo:
     workflow: str | None
 
 
+def _find_run_query() -> Prepared:
+    runs = table_of(WorkflowRunRow)
+    return Prepared(
+        select(
+            runs.c.id,
+            runs.c.run_id,
+            runs.c.run_attempt,
+            runs.c.head_sha,
+            runs.c.head_branch,
+            runs.c.conclusion,
+            runs.c.workflow,
+        ).where(
+            runs.c.repository_id == bindparam("repository_id", type_=runs.c.repository_id.type),
+            runs.c.run_id == bindparam("run_id", type_=runs.c.run_id.type),
+            runs.c.run_attempt == bindparam("attempt", type_=runs.c.run_attempt.type),
+        )
+    )
+
+
+_FIND_RUN: Final = _find_run_query()
+
+
 async def find_run(
     engine: AsyncEngine, repository_id: int, run_id: int, attempt: int
 ) -> StoredRunInfo | None:
-    runs = table_of(WorkflowRunRow)
     async with reading(engine) as conn:
-        row = (
-            await conn.execute(
-                select(
-                    runs.c.id,
-                    runs.c.run_id,
-                    runs.c.run_attempt,
-                    runs.c.head_sha,
-                    runs.c.head_branch,
-                    runs.c.conclusion,
-                    runs.c.workflow,
-                ).where(
-                    runs.c.repository_id == repository_id,
-                    runs.c.run_id == run_id,
-                    runs.c.run_attempt == attempt,
-                )
-            )
-        ).first()
-    if row is None:
+        rows = await _FIND_RUN.all(
+            conn, repository_id=repository_id, run_id=run_id, attempt=attempt
+        )
+    if not rows:
         return None
+    row_id, stored_run_id, run_attempt, head_sha, head_branch, conclusion, workflow = rows[0]
     return StoredRunInfo(
-        int(row.id),
-        row.run_id,
-        row.run_attempt,
-        row.head_sha,
-        row.head_branch,
-        row.conclusion,
-        row.workflow,
+        int(row_id), stored_run_id, run_attempt, head_sha, head_branch, conclusion, workflow
     )
