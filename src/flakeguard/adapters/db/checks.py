@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from sqlalchemy import and_, bindparam, func, select, text
+from sqlalchemy import Select, and_, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.db.engine import Prepared, dialect_insert, reading
@@ -145,36 +146,52 @@ class CheckRunRecord:
     async def remember(self, check_run_id: int, now: datetime, annotated: frozenset[str]) -> None:
         """Record the check run's id and the annotations GitHub now holds."""
         repository_id, head_sha, name = self._where
-        t = table_of(CheckRunRow)
-        stmt = dialect_insert(self._conn.dialect.name, t).values(
-            repository_id=repository_id,
-            head_sha=head_sha,
-            name=name,
-            check_run_id=check_run_id,
-            updated_at=now,
-            annotated=sorted(annotated),
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["repository_id", "head_sha", "name"],
-            set_={
-                "check_run_id": stmt.excluded.check_run_id,
-                "updated_at": stmt.excluded.updated_at,
-                "annotated": stmt.excluded.annotated,
+        await self._conn.execute(  # autocommit: one statement, committed alone
+            _upsert_check_run(self._conn.dialect.name),
+            {
+                "repository_id": repository_id,
+                "head_sha": head_sha,
+                "name": name,
+                "check_run_id": check_run_id,
+                "updated_at": now,
+                "annotated": sorted(annotated),
             },
         )
-        await self._conn.execute(stmt)  # autocommit: one statement, committed alone
         self.stored = StoredCheckRun(check_run_id, annotated)
+
+
+@functools.cache
+def _upsert_check_run(dialect: str) -> Any:
+    """Built once per dialect (SQLAlchemy reuses its cache key); values come as parameters."""
+    stmt = dialect_insert(dialect, table_of(CheckRunRow))
+    return stmt.on_conflict_do_update(
+        index_elements=["repository_id", "head_sha", "name"],
+        set_={
+            "check_run_id": stmt.excluded.check_run_id,
+            "updated_at": stmt.excluded.updated_at,
+            "annotated": stmt.excluded.annotated,
+        },
+    )
+
+
+def _stored_query() -> Select[tuple[int, list[str] | None]]:
+    t = table_of(CheckRunRow)
+    return select(t.c.check_run_id, t.c.annotated).where(
+        t.c.repository_id == bindparam("repository_id"),
+        t.c.head_sha == bindparam("head_sha"),
+        t.c.name == bindparam("name"),
+    )
+
+
+_STORED: Final = _stored_query()
 
 
 async def _stored(
     conn: AsyncConnection, repository_id: int, head_sha: str, name: str
 ) -> StoredCheckRun | None:
-    t = table_of(CheckRunRow)
     row = (
         await conn.execute(
-            select(t.c.check_run_id, t.c.annotated).where(
-                t.c.repository_id == repository_id, t.c.head_sha == head_sha, t.c.name == name
-            )
+            _STORED, {"repository_id": repository_id, "head_sha": head_sha, "name": name}
         )
     ).first()
     if row is None:
