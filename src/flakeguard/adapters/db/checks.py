@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Select, and_, bindparam, func, select, text
+from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from flakeguard.adapters.db.engine import Prepared, dialect_insert, reading
+from flakeguard.adapters.db.engine import Prepared, asyncpg_connection, dialect_insert, reading
 from flakeguard.adapters.db.history import OUTCOMES
 from flakeguard.adapters.db.tables import (
     CaseRow,
@@ -123,8 +123,6 @@ async def head_sha_of_check_run(
 _LOCAL_LOCKS: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 """In-process locks for SQLite (embedded mode runs one worker process); entries vanish when
 no coroutine holds or waits on them."""
-_LOCK: Final = text("SELECT pg_advisory_lock(:key)")
-_UNLOCK: Final = text("SELECT pg_advisory_unlock(:key)")
 
 
 class CheckRunRecord:
@@ -215,12 +213,13 @@ async def check_run_record(
     key = int.from_bytes(digest.digest(), "big") >> 1
     if engine.dialect.name == "postgresql":
         async with reading(engine) as conn:
-            await conn.execute(_LOCK, {"key": key})
+            driver = await asyncpg_connection(conn)  # no statement of SQLAlchemy's to build
+            await driver.execute("SELECT pg_advisory_lock($1)", key)
             try:
                 stored = await _stored(conn, repository_id, head_sha, name)
                 yield CheckRunRecord(conn, repository_id, head_sha, name, stored)
             finally:
-                await conn.execute(_UNLOCK, {"key": key})
+                await driver.execute("SELECT pg_advisory_unlock($1)", key)
         return
     lock = _LOCAL_LOCKS.get(key)
     if lock is None:
