@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from flakeguard.adapters.db.engine import Prepared, create_engine, database_url, migrate, reading
+from flakeguard.adapters.db.engine import (
+    Prepared,
+    create_engine,
+    database_url,
+    migrate,
+    raw_connection,
+    reading,
+)
 from flakeguard.adapters.db.runs import ensure_repository
 from flakeguard.adapters.db.tables import RepositoryRow, table_of
+from flakeguard.adapters.queue.runner import is_outage
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -52,5 +64,47 @@ async def test_in_lists_are_refused_on_postgresql(pg_url: str) -> None:
         async with reading(engine) as conn:
             with pytest.raises(ValueError, match="IN lists"):
                 await prepared.all(conn)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_that_died_under_a_raw_statement_is_an_outage(pg_url: str) -> None:
+    """PostgreSQL restarted under a pooled connection: the raw path invalidates it and
+    raises what SQLAlchemy would, so the runner re-delays the job and the pool moves on."""
+    engine = create_engine(database_url(pg_url, Path(".")))
+    t = table_of(RepositoryRow)
+    prepared = Prepared(select(t.c.id).where(t.c.name == bindparam("name")))
+    try:
+        await migrate(engine)
+
+        async def read_until_it_fails(victim: AsyncConnection) -> None:
+            for _ in range(50):  # the kill reaches the client asynchronously
+                await prepared.all(victim, name="shop")
+                await asyncio.sleep(0.02)
+
+        async with reading(engine) as victim:
+            pid = await victim.scalar(text("SELECT pg_backend_pid()"))
+            async with reading(engine) as killer:
+                await killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(sa_exc.InterfaceError) as raised:
+                await read_until_it_fails(victim)
+        assert raised.value.connection_invalidated
+        assert is_outage(raised.value)
+        async with reading(engine) as conn:  # the dead connection left the pool
+            assert await prepared.all(conn, name="shop") == []
+            assert await conn.scalar(text("SELECT pg_backend_pid()")) != pid
+    finally:
+        await engine.dispose()
+
+
+async def test_other_raw_errors_pass_through_and_keep_the_connection(pg_url: str) -> None:
+    engine = create_engine(database_url(pg_url, Path(".")))
+    try:
+        async with reading(engine) as conn:
+            with pytest.raises(asyncpg.exceptions.UndefinedTableError):
+                async with raw_connection(conn) as driver:
+                    await driver.fetch("SELECT * FROM no_such_table")
+            assert not conn.invalidated
+            assert await conn.scalar(text("SELECT 1")) == 1
     finally:
         await engine.dispose()

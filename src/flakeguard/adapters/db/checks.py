@@ -15,7 +15,7 @@ from typing import Any, Final, NamedTuple
 from sqlalchemy import Select, and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from flakeguard.adapters.db.engine import Prepared, asyncpg_connection, dialect_insert, reading
+from flakeguard.adapters.db.engine import Prepared, dialect_insert, raw_connection, reading
 from flakeguard.adapters.db.history import OUTCOMES
 from flakeguard.adapters.db.tables import (
     CaseRow,
@@ -212,8 +212,8 @@ async def check_run_record(
     digest = hashlib.blake2b(f"{repository_id}:{head_sha}:{name}".encode(), digest_size=8)
     key = int.from_bytes(digest.digest(), "big") >> 1
     if engine.dialect.name == "postgresql":
-        async with reading(engine) as conn:
-            driver = await asyncpg_connection(conn)  # no statement of SQLAlchemy's to build
+        # The lock and unlock on the asyncpg connection: no SQLAlchemy statement to build.
+        async with reading(engine) as conn, raw_connection(conn) as driver:
             await driver.execute("SELECT pg_advisory_lock($1)", key)
             try:
                 stored = await _stored(conn, repository_id, head_sha, name)

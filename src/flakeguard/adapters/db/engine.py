@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -128,14 +130,31 @@ def among(dialect: str, column: ColumnElement[Any], values: Sequence[Any]) -> Co
     return column.in_(list(values))
 
 
-async def asyncpg_connection(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under a PostgreSQL `AsyncConnection` (COPY, array binds, and
-    reads without SQLAlchemy's result layer)."""
+@asynccontextmanager
+async def raw_connection(conn: AsyncConnection) -> AsyncIterator[Any]:
+    """The asyncpg connection under a PostgreSQL `AsyncConnection`, for what SQLAlchemy
+    would slow down (COPY, array binds, reads without its result layer, advisory locks).
+
+    SQLAlchemy never sees these statements fail, so a connection that died under one (its
+    server restarted) is handled here as SQLAlchemy handles its own: the pooled connection
+    is invalidated (the pool has no pre-ping: it would hand the dead one out again) and the
+    error leaves as `sqlalchemy.exc.InterfaceError` with `connection_invalidated`, which the
+    queue runner treats as an outage (re-delayed, no attempt used). Any other error, and
+    any error while the connection is still open, passes through unchanged.
+    """
     raw = await conn.get_raw_connection()
     driver = raw.driver_connection
     if driver is None:
         raise RuntimeError("asyncpg connection is not open")
-    return driver
+    try:
+        yield driver
+    except Exception as exc:
+        if not driver.is_closed():
+            raise
+        await conn.invalidate(exc)
+        raise sa_exc.InterfaceError(
+            "a statement on the raw asyncpg connection", None, exc, connection_invalidated=True
+        ) from exc
 
 
 class Prepared:
@@ -168,9 +187,9 @@ class Prepared:
                 dict(compiled.construct_params(placeholders)),
             )
         sql, order, defaults = self._postgresql
-        driver = await asyncpg_connection(conn)
         values = {**defaults, **params}
-        rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *(values[n] for n in order))
+        async with raw_connection(conn) as driver:
+            rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *(values[n] for n in order))
         return rows
 
 

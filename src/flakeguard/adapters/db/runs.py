@@ -25,9 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from flakeguard.adapters.artifacts import ReportSource
 from flakeguard.adapters.db.engine import (
     Prepared,
-    asyncpg_connection,
     aware,
     dialect_insert,
+    raw_connection,
     reading,
 )
 from flakeguard.adapters.db.tables import (
@@ -548,57 +548,57 @@ async def _pg_case_ids(
     learned: dict[str, tuple[int, datetime]],
 ) -> dict[str, int]:
     """PostgreSQL: three statements whatever the count (array binds, no IN lists to compile)."""
-    driver = await asyncpg_connection(conn)
-    keys = list(wanted)
-    found: dict[str, int] = {}
-    stale: list[int] = []
-    fresh_after = now - _LAST_SEEN_GRANULARITY
-    for key, case_id, last_seen in await driver.fetch(
-        "SELECT test_key, id, last_seen_at FROM test_cases"
-        " WHERE repository_id = $1 AND test_key = ANY($2::text[])",
-        repository_id,
-        keys,
-    ):
-        found[key] = case_id
-        if last_seen is not None and aware(last_seen) < fresh_after:
-            stale.append(case_id)
-            learned[key] = (case_id, now)
-        else:
-            learned[key] = (case_id, aware(last_seen) if last_seen is not None else now)
-    if stale:
-        await driver.execute(
-            "UPDATE test_cases SET last_seen_at = $1 WHERE id = ANY($2::bigint[])", now, stale
-        )
-    missing = [wanted[k] for k in keys if k not in found]
-    if missing:
-        # ON CONFLICT: a concurrent transaction may insert the same tests; read theirs below.
-        for key, case_id in await driver.fetch(
-            "INSERT INTO test_cases (repository_id, test_key, suite, class_name, name, file,"
-            " first_seen_at, last_seen_at)"
-            " SELECT $1, k, s, c, n, f, $7, $7"
-            " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
-            " AS t(k, s, c, n, f)"
-            " ON CONFLICT (repository_id, test_key) DO NOTHING RETURNING test_key, id",
+    async with raw_connection(conn) as driver:
+        keys = list(wanted)
+        found: dict[str, int] = {}
+        stale: list[int] = []
+        fresh_after = now - _LAST_SEEN_GRANULARITY
+        for key, case_id, last_seen in await driver.fetch(
+            "SELECT test_key, id, last_seen_at FROM test_cases"
+            " WHERE repository_id = $1 AND test_key = ANY($2::text[])",
             repository_id,
-            [c.test_key for c in missing],
-            [c.suite for c in missing],
-            [c.class_name for c in missing],
-            [c.name for c in missing],
-            [c.file for c in missing],
-            now,
+            keys,
         ):
             found[key] = case_id
-            learned[key] = (case_id, now)
-        late = [c.test_key for c in missing if c.test_key not in found]
-        if late:
+            if last_seen is not None and aware(last_seen) < fresh_after:
+                stale.append(case_id)
+                learned[key] = (case_id, now)
+            else:
+                learned[key] = (case_id, aware(last_seen) if last_seen is not None else now)
+        if stale:
+            await driver.execute(
+                "UPDATE test_cases SET last_seen_at = $1 WHERE id = ANY($2::bigint[])", now, stale
+            )
+        missing = [wanted[k] for k in keys if k not in found]
+        if missing:
+            # ON CONFLICT: a concurrent transaction may insert the same tests; read theirs below.
             for key, case_id in await driver.fetch(
-                "SELECT test_key, id FROM test_cases"
-                " WHERE repository_id = $1 AND test_key = ANY($2::text[])",
+                "INSERT INTO test_cases (repository_id, test_key, suite, class_name, name, file,"
+                " first_seen_at, last_seen_at)"
+                " SELECT $1, k, s, c, n, f, $7, $7"
+                " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[])"
+                " AS t(k, s, c, n, f)"
+                " ON CONFLICT (repository_id, test_key) DO NOTHING RETURNING test_key, id",
                 repository_id,
-                late,
+                [c.test_key for c in missing],
+                [c.suite for c in missing],
+                [c.class_name for c in missing],
+                [c.name for c in missing],
+                [c.file for c in missing],
+                now,
             ):
                 found[key] = case_id
                 learned[key] = (case_id, now)
+            late = [c.test_key for c in missing if c.test_key not in found]
+            if late:
+                for key, case_id in await driver.fetch(
+                    "SELECT test_key, id FROM test_cases"
+                    " WHERE repository_id = $1 AND test_key = ANY($2::text[])",
+                    repository_id,
+                    late,
+                ):
+                    found[key] = case_id
+                    learned[key] = (case_id, now)
     return found
 
 
@@ -607,10 +607,10 @@ async def _insert_executions(conn: AsyncConnection, rows: Iterable[tuple[Any, ..
     if not records:
         return
     if conn.dialect.name == "postgresql":
-        driver = await asyncpg_connection(conn)
-        await driver.copy_records_to_table(
-            "executions", records=records, columns=list(EXECUTION_COLUMNS)
-        )
+        async with raw_connection(conn) as driver:
+            await driver.copy_records_to_table(
+                "executions", records=records, columns=list(EXECUTION_COLUMNS)
+            )
         return
     await conn.execute(
         insert(table_of(ExecutionRow)),
