@@ -263,3 +263,23 @@ async def test_the_client_retries_a_dropped_connection_then_gives_up_transiently
     # A write is never resent, by either layer: it may have been applied.
     assert len(server.requests) == reads + 1
     assert server.requests[-1][0].startswith(b"POST /app/installations/7/access_tokens ")
+
+
+async def test_a_body_left_unread_closes_its_connection(
+    serve: Callable[[Answer], Awaitable[RawServer]],
+) -> None:
+    """The client stops reading a blob over its byte budget: that connection still holds
+    the rest of the body, so it must not serve the next request."""
+    payload = b"x" * 1_000_000
+
+    async def answer(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(_response("200 OK", [], payload if b"/big" in head else b"small"))
+
+    server = await serve(answer)
+    async with _client() as client:
+        async with client.stream("GET", f"{server.url}/big") as response:
+            async for _ in response.aiter_bytes():
+                break  # over budget: stop after the first chunk
+        follow_up = await client.get(f"{server.url}/small")
+    assert follow_up.content == b"small"
+    assert server.connections == 2

@@ -87,7 +87,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
+    def _open_session(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(
@@ -107,7 +107,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._session_for_loop()
+        session = self._open_session()
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         body = await request.aread()
         try:
