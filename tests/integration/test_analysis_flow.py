@@ -314,7 +314,10 @@ async def test_analyses_of_one_commit_at_once_create_one_check_run(
         '<testsuite name="pytest"><testcase classname="tests.test_shop" name="test_ok"'
         ' file="tests/test_shop.py"/><testcase classname="tests.test_shop" name="test_new"'
         ' file="tests/test_shop.py" line="7"><failure message="assert 1 == 2">'
-        "AssertionError</failure></testcase></testsuite>"
+        "AssertionError</failure></testcase>"
+        '<testcase classname="tests.test_shop" name="test_off"><skipped/></testcase>'
+        '<testcase classname="tests.test_shop" name="test_boom"><error message="boom"/>'
+        "</testcase></testsuite>"
     )
     sha = "c" * 40
     write_local_run(
@@ -348,7 +351,8 @@ async def test_analyses_of_one_commit_at_once_create_one_check_run(
     assert published == [777, 777, 777]
     assert len(checks.created) == 1
     assert [check_run_id for check_run_id, _ in checks.updates] == [777, 777]
-    assert len(checks.created[0].annotations) == 1  # test_new's failure
+    assert len(checks.created[0].annotations) == 1  # test_new's failure (test_boom: no file)
+    assert "**4 tests**: 1 passed, 2 failed, 1 skipped" in checks.created[0].summary
     assert all(not body.annotations for _, body in checks.updates)  # sent once only
     assert record_row == (777, [annotation_key(checks.created[0].annotations[0])])
 
