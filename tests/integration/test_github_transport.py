@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -206,6 +207,29 @@ async def test_silence_is_a_read_timeout(serve: Callable[[Answer], Awaitable[Raw
     async with _client(timeout_s=0.2) as client:
         with pytest.raises(httpx.TimeoutException):
             await client.get(f"{server.url}/slow")
+
+
+async def test_a_server_that_stops_reading_the_body_times_out() -> None:
+    """aiohttp has no write timeout; the transport bounds the request phase itself."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accepts the connection, reads nothing
+
+    server = await asyncio.start_server(never_read, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with _client(timeout_s=0.2) as client:
+            started = time.monotonic()
+            with pytest.raises(httpx.TimeoutException):
+                # 50 MB: far more than the socket buffers take without a reader.
+                await client.post(f"http://127.0.0.1:{port}/up", content=b"x" * 50_000_000)
+            assert time.monotonic() - started < 5
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_body_cut_short_is_a_transport_error_without_the_url(

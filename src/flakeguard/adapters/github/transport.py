@@ -13,7 +13,9 @@ none), cookies, content decoding (aiohttp's is off), and proxies from the enviro
 
 Errors: every aiohttp or socket failure leaves as an `httpx.TransportError` subclass, the
 one family the client retries on, with the failure's class name and no URL (a signed blob
-URL is a credential).
+URL is a credential). Timeouts: aiohttp's per-read and connect timeouts take httpx's
+values; aiohttp has none for writing, so sending a request and reading its headers is
+bounded by httpx's four timeouts added up (`_request_phase_s`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ def _transport_error(exc: BaseException, *, reading: bool) -> httpx.TransportErr
     kind = type(exc).__name__
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(kind)
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(kind) if reading else httpx.ConnectTimeout(kind)
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(kind)
+    if isinstance(exc, TimeoutError):
+        # The request phase's own bound (`_request_phase_s`), or a read past it.
+        return httpx.ReadTimeout(kind) if reading else httpx.WriteTimeout(kind)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return httpx.ConnectError(kind)
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
@@ -47,7 +52,23 @@ def _transport_error(exc: BaseException, *, reading: bool) -> httpx.TransportErr
     return httpx.NetworkError(kind)
 
 
-_FAILURES = (aiohttp.ClientError, OSError, TimeoutError, asyncio.TimeoutError)
+_FAILURES = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+def _request_phase_s(timeouts: dict[str, float | None]) -> float | None:
+    """A bound for sending a request and reading its headers: httpx's pool, connect, write
+    and read timeouts added up (None if any is None).
+
+    aiohttp has no write timeout: without this, a server that stops reading a request body
+    would hold the request, and its job, forever.
+    """
+    total = 0.0
+    for name in ("pool", "connect", "write", "read"):
+        value = timeouts.get(name)
+        if value is None:
+            return None
+        total += value
+    return total
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -111,23 +132,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         body = await request.aread()
         try:
-            response = await session.request(
-                request.method,
-                str(request.url),
-                # As httpx wrote them, names in their original case.
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ],
-                data=body or None,
-                allow_redirects=False,
-                compress=None,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeouts.get("pool"),
-                    sock_connect=timeouts.get("connect"),
-                    sock_read=timeouts.get("read"),
-                ),
-            )
+            async with asyncio.timeout(_request_phase_s(timeouts)):
+                response = await session.request(
+                    request.method,
+                    str(request.url),
+                    # As httpx wrote them, names in their original case.
+                    headers=[
+                        (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                    ],
+                    data=body or None,
+                    allow_redirects=False,
+                    compress=None,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None,
+                        connect=timeouts.get("pool"),
+                        sock_connect=timeouts.get("connect"),
+                        sock_read=timeouts.get("read"),
+                    ),
+                )
         except _FAILURES as exc:
             raise _transport_error(exc, reading=False) from None
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
