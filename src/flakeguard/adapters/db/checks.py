@@ -155,7 +155,6 @@ class CheckRunRecord:
                 "annotated": sorted(annotated),
             },
         )
-        self.stored = StoredCheckRun(check_run_id, annotated)
 
 
 @functools.cache
