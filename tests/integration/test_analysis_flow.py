@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
-from flakeguard.adapters.db.history import find_repository
+from flakeguard.adapters.db.history import find_repository, rescore_candidates
 from flakeguard.adapters.db.runs import find_run
 from flakeguard.adapters.db.tables import CheckRunRow, table_of
 from flakeguard.adapters.github.client import CheckRunBody, RepoCoords
@@ -25,11 +25,13 @@ from flakeguard.adapters.queue.payloads import (
     RecomputeScopeType,
     RepositoryRef,
     RunMetadata,
+    RunsAnalyzePayload,
     RunsIngestPayload,
 )
 from flakeguard.cli import app
 from flakeguard.processors.analysis import AnalysisResult
 from flakeguard.processors.check_runs import annotation_key, publish_check_run
+from flakeguard.processors.runs_analyze import analyze_run
 from flakeguard.processors.runs_ingest import ingest
 from tests.support import make_settings, running_workers, runtime_for, wait_for, write_local_run
 
@@ -534,3 +536,84 @@ async def test_concurrent_analyses_share_scoring_passes_and_match_one_by_one(
     answers = together[0]
     assert isinstance(answers, list)
     assert all(a[1] == 1 for a in answers)  # test_broken fails in every run
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_settled_tests_are_neither_rescored_nor_shown_but_a_failure_elsewhere_is(
+    backend: str,
+    queue_prefix: str,
+    redis_url: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """After a first analysis, `test_ok` and `test_x` are healthy with a score of 0, and
+    `test_flaky` and `test_z` are possibly flaky. Run 2 passes the first three again: only
+    `test_flaky` is re-scored. Run 3, another workflow of run 2's commit (not analysed),
+    fails `test_x` and passes `test_z`. Run 2's check run shows `test_x`'s failure and
+    `test_z` (its stored score, read because no run of the pass touched it), and does not
+    list `test_ok`."""
+    database_url = request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
+    runs, reports = tmp_path / "runs", tmp_path / "xml"
+    reports.mkdir()
+    plan = {
+        1: (
+            "a" * 40,
+            {"test_ok": "pass", "test_flaky": "flaky", "test_x": "pass", "test_z": "flaky"},
+        ),
+        2: ("b" * 40, {"test_ok": "pass", "test_flaky": "pass", "test_x": "pass"}),
+        3: ("b" * 40, {"test_x": "fail", "test_z": "pass"}),
+    }
+    for run_id, (sha, cases) in plan.items():
+        (reports / f"{run_id}.xml").write_text(junit(cases))
+        write_local_run(
+            runs,
+            owner="acme",
+            repo="shop",
+            run_id=run_id,
+            head_sha=sha,
+            jobs={"linux": [reports / f"{run_id}.xml"]},
+            started_at=START + timedelta(hours=run_id),
+            workflow="e2e" if run_id == 3 else "ci",
+        )
+    checks = RecordingChecks()
+    settings = make_settings(
+        redis_url=redis_url, database_url=database_url, prefix=queue_prefix, data_dir=tmp_path
+    )
+    ref = RepositoryRef(owner="acme", repo="shop", installation_id=9)
+    async with runtime_for(settings, runs_root=runs, checks=checks) as rt:
+        for run_id in plan:
+            await ingest(rt.deps, RunsIngestPayload(workflow_run_id=run_id, repository=ref))
+        repo = await find_repository(rt.deps.engine, "acme", "shop")
+        assert repo is not None
+        row_ids = {}
+        for run_id in plan:
+            stored = await find_run(rt.deps.engine, repo.id, run_id, 1)
+            assert stored is not None
+            row_ids[run_id] = stored.id
+        first = await analyze_run(rt.deps, RunsAnalyzePayload(workflow_run_id=1, repository=ref))
+        candidates = {
+            (run_id, case.name)
+            for run_row_id, case in await rescore_candidates(rt.deps.engine, list(row_ids.values()))
+            for run_id in plan
+            if row_ids[run_id] == run_row_id
+        }
+        second = await analyze_run(rt.deps, RunsAnalyzePayload(workflow_run_id=2, repository=ref))
+    assert first["tests"] == 4  # never scored before
+    # test_flaky and test_z retried in run 1 (evidence: re-scored wherever they run);
+    # test_x failed in run 3.
+    assert candidates == {
+        (1, "test_flaky"),
+        (1, "test_z"),
+        (2, "test_flaky"),
+        (3, "test_x"),
+        (3, "test_z"),
+    }
+    assert second["tests"] == 1
+    body = checks.updates[-1][1] if checks.updates else checks.created[-1]
+    assert body.head_sha == "b" * 40
+    assert "**4 tests**: 3 passed, 1 failed" in body.summary
+    shown = body.summary + (body.text or "")
+    assert "New failures (1)\n- `tests.test_shop::test_x`" in shown
+    assert "Possibly flaky (2)" in shown
+    assert "test_shop::test_z` — " in shown
+    assert "test_ok" not in shown

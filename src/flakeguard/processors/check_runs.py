@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from operator import attrgetter
 
@@ -107,16 +107,22 @@ async def _complete(
     deps: Deps,
     outcomes: Sequence[ShaOutcome],
     result: AnalysisResult,
-    settled: Mapping[str, StoredScore],
+    settled_runs: frozenset[int],
 ) -> tuple[dict[str, FlakeScore | StoredScore], dict[str, QuarantineState]]:
-    """Scores and active quarantines of every test at the SHA: this analysis's, then the
-    `settled` ones (stored scores the analysis read; never quarantined), else read now."""
-    scores: dict[str, FlakeScore | StoredScore] = {**settled, **result.rollups}
+    """Scores and active quarantines of the SHA's tests that a check run may show: this
+    analysis's, then stored ones read now.
+
+    Not read: a test that passed here and ran in one of `settled_runs` (the runs the
+    analysis's scoring pass covered) without being re-scored. The pass left it alone
+    because it is settled (healthy, score 0, not quarantined), so the check run does not
+    show it, and a stored score would change nothing.
+    """
+    scores: dict[str, FlakeScore | StoredScore] = dict(result.rollups)
     quarantine = dict(result.quarantine)
     missing = [
         CaseInfo(o.test_case_id, o.test_key, "", o.class_name, o.name, o.file)
         for o in outcomes
-        if o.test_key not in scores
+        if o.test_key not in scores and (o.failed or settled_runs.isdisjoint(o.runs))
     ]
     scores.update(await load_stored_scores(deps.engine, missing))
     states = await load_quarantine(deps.engine, {c.test_key: c.id for c in missing})
@@ -145,7 +151,7 @@ async def publish_check_run(
     repo: RepositoryInfo,
     run: StoredRunInfo,
     result: AnalysisResult,
-    settled: Mapping[str, StoredScore] | None = None,
+    settled_runs: Collection[int] = frozenset(),
 ) -> int | None:
     """Create or update the commit's check run; returns its id (None without GitHub).
 
@@ -156,7 +162,7 @@ async def publish_check_run(
     if deps.checks is None or repo.installation_id is None:
         return None
     outcomes = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
-    scores, quarantine = await _complete(deps, outcomes, result, settled or {})
+    scores, quarantine = await _complete(deps, outcomes, result, frozenset(settled_runs))
     # One C-level pass over the SHA's tests (~500 a run), not a generator per count.
     by_outcome = Counter(map(attrgetter("outcome"), outcomes))
     report = RunReport(

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.checks import outcomes_at_sha
-from flakeguard.adapters.db.history import (
-    CaseInfo,
-    StoredScore,
-    find_repository,
-    load_quarantine,
-    load_stored_scores,
-    run_cases,
-    select_cases,
-)
+from flakeguard.adapters.db.history import CaseInfo, find_repository, rescore_candidates
 from flakeguard.adapters.db.runs import find_run
 from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import RunsAnalyzePayload
@@ -39,67 +30,25 @@ from flakeguard.processors.coalescing import PassCoalescer
 log = structlog.get_logger("flakeguard.analyze")
 
 
-Touched = tuple[CaseInfo, bool]
-"""A test a run touched, and whether it failed or retried in that run ("unsettled")."""
-
-
 @dataclass(frozen=True, slots=True)
 class SharedPass:
-    """A scoring pass's result, and the stored scores of the touched tests it left alone
-    (settled: healthy, score 0, passed again, not quarantined)."""
+    """A scoring pass's result, the runs (`workflow_runs.id`) it covered, and the tests it
+    re-scored for each of them (by test key). A test those runs touched that the pass left
+    alone is settled: healthy, score 0, not quarantined (`rescore_candidates`)."""
 
     result: AnalysisResult
-    settled: dict[str, StoredScore]
+    runs: frozenset[int]
+    rescored: dict[int, set[str]]
+    cases: list[CaseInfo]
 
 
-ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], Touched, SharedPass]
+ScoringGroups = PassCoalescer[tuple[int, ScoringPolicy], int, SharedPass]
 """Scoring passes shared by the analyses of one repository waiting at the same time,
-keyed by repository and policy."""
+keyed by repository and policy; each analysis brings its run."""
 
 
-async def cases_to_rescore(
-    engine: AsyncEngine, touched: Sequence[Touched]
-) -> tuple[list[CaseInfo], dict[str, StoredScore]]:
-    """The touched tests whose classification these runs can change, and the stored scores
-    of the others (a check run shows them as they are).
-
-    A healthy test with a score of 0 that passed again keeps its score exactly (no failure
-    in its window, none added), so re-reading its whole history per run is wasted work.
-    Re-scored: tests that failed or retried in a run, tests never scored, tests with any
-    evidence (score > 0 or not healthy), and quarantined tests (release counts clean runs).
-    `tests-recompute` and `flakeguard analyze` still re-score everything.
-    """
-    unique: dict[int, CaseInfo] = {}
-    unsettled: set[int] = set()
-    for case_info, failed_or_retried in touched:
-        unique[case_info.id] = case_info
-        if failed_or_retried:
-            unsettled.add(case_info.id)
-    cases = list(unique.values())
-    stored = await load_stored_scores(engine, cases)
-    quarantined = {
-        key
-        for key, states in (
-            await load_quarantine(engine, {c.test_key: c.id for c in cases})
-        ).items()
-        if any(s.is_active for s in states)
-    }
-    rescore = [
-        c
-        for c in cases
-        if c.id in unsettled
-        or c.test_key in quarantined
-        or (score := stored.get(c.test_key)) is None
-        or score.score > 0
-        or score.verdict is not Verdict.HEALTHY
-    ]
-    rescored = {c.test_key for c in rescore}
-    return rescore, {k: v for k, v in stored.items() if k not in rescored}
-
-
-def _own_share(result: AnalysisResult, cases: list[CaseInfo]) -> AnalysisResult:
-    """The part of a shared pass's result about `cases` (counts included)."""
-    keys = {c.test_key for c in cases}
+def _own_share(result: AnalysisResult, keys: set[str]) -> AnalysisResult:
+    """The part of a shared pass's result about the tests `keys` (counts included)."""
     rollups = {k: s for k, s in result.rollups.items() if k in keys}
     quarantine = {k: s for k, s in result.quarantine.items() if k in keys}
     return AnalysisResult(
@@ -130,43 +79,45 @@ async def analyze_run(
             f"run {ref.full_name}#{payload.workflow_run_id} attempt {payload.run_attempt} "
             "is not stored; ingest it first"
         )
-    touched_cases, unsettled = await run_cases(deps.engine, run.id)
-    if payload.requested_action is not None:
-        # A button acts on the whole commit (every run at the SHA), so score all its tests,
-        # not only those of the run the button's job names.
-        at_sha = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
-        extra = {o.test_case_id for o in at_sha} - {c.id for c in touched_cases}
-        if extra:
-            touched_cases += await select_cases(deps.engine, repo.id, ids=sorted(extra))
-    touched = [(c, c.id in unsettled) for c in touched_cases]
     config = payload.analysis_config
     policy = scoring_policy(config.lookback_days, config.min_runs_threshold)
     context = scoring_context(deps)
 
-    async def run_pass(union: list[Touched]) -> SharedPass:
+    async def run_pass(run_ids: list[int]) -> SharedPass:
         deps.metrics.analysis_passes.inc()
-        cases, settled = await cases_to_rescore(deps.engine, union)
+        candidates = await rescore_candidates(deps.engine, run_ids)
+        rescored: dict[int, set[str]] = {}
+        for run_row_id, case_info in candidates:
+            rescored.setdefault(run_row_id, set()).add(case_info.test_key)
+        cases = list({c.id: c for _, c in candidates}.values())
         result = await analyze_cases(
             context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
         )
-        return SharedPass(result, settled)
+        return SharedPass(result, frozenset(run_ids), rescored, cases)
 
-    if groups is not None and payload.requested_action is None:
-        items = {(c.id, flag): (c, flag) for c, flag in touched}
-        shared = await groups.run((repo.id, policy), items, run_pass)
+    if payload.requested_action is None:
+        if groups is not None:
+            shared = await groups.run((repo.id, policy), {run.id: run.id}, run_pass)
+        else:
+            shared = await run_pass([run.id])
+        own = shared.rescored.get(run.id, set())
     else:
-        shared = await run_pass(touched)
-    result = _own_share(shared.result, touched_cases)
-    if payload.requested_action is not None:
-        await apply_button(deps, repo, run.head_sha, payload.requested_action, result.rollups)
-        # Redraw with the quarantine states the button just changed.
-        rescored = [c for c in touched_cases if c.test_key in result.rollups]
-        result = await analyze_cases(
-            context, repo, rescored, policy=policy, update_quarantine=False, keep_results=True
+        # A button acts on the whole commit, so score the tests of every run at the SHA,
+        # not only those of the run the button's job names.
+        at_sha = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
+        shared = await run_pass(sorted({r for o in at_sha for r in o.runs} | {run.id}))
+        own = set().union(*shared.rescored.values())
+        await apply_button(
+            deps, repo, run.head_sha, payload.requested_action, shared.result.rollups
         )
-        shared = SharedPass(result, {})
+        # Redraw with the quarantine states the button just changed.
+        redrawn = await analyze_cases(
+            context, repo, shared.cases, policy=policy, update_quarantine=False, keep_results=True
+        )
+        shared = replace(shared, result=redrawn)
+    result = _own_share(shared.result, own)
     # The whole pass's scores, not only this run's share: fewer stored scores to read back.
-    published = await publish_check_run(deps, repo, run, shared.result, shared.settled)
+    published = await publish_check_run(deps, repo, run, shared.result, shared.runs)
     log.info(
         "run.analyzed",
         tests=result.tests,

@@ -42,6 +42,8 @@ class ShaOutcome(NamedTuple):
     outcome: Outcome
     message: str | None
     signature: str | None
+    runs: tuple[int, ...]
+    """The runs at the SHA (`workflow_runs.id` of their latest attempts) where it ran."""
 
     @property
     def failed(self) -> bool:
@@ -60,6 +62,7 @@ def _outcomes_at_sha_query() -> Prepared:
     )
     return Prepared(
         select(
+            w.c.id,
             c.c.id,
             c.c.test_key,
             c.c.name,
@@ -91,13 +94,27 @@ async def outcomes_at_sha(
     merged: dict[int, ShaOutcome] = {}
     async with reading(engine) as conn:
         rows = await _OUTCOMES_AT_SHA.all(conn, repository_id=repository_id, head_sha=head_sha)
-    for case_id, key, name, class_name, file, raw_outcome, message, signature in rows:
+    for run_row_id, case_id, key, name, class_name, file, raw_outcome, message, signature in rows:
         current = merged.get(case_id)
         outcome = OUTCOMES[raw_outcome]
-        if current is None or (outcome in FAILING and not current.failed):
+        if current is None:
             merged[case_id] = ShaOutcome(
-                case_id, key, name, class_name, file, outcome, message, signature
+                case_id, key, name, class_name, file, outcome, message, signature, (run_row_id,)
             )
+        elif outcome in FAILING and not current.failed:
+            merged[case_id] = ShaOutcome(
+                case_id,
+                key,
+                name,
+                class_name,
+                file,
+                outcome,
+                message,
+                signature,
+                (*current.runs, run_row_id),
+            )
+        else:
+            merged[case_id] = current._replace(runs=(*current.runs, run_row_id))
     return sorted(merged.values(), key=lambda o: o.test_case_id)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Table, and_, bindparam, case, func, select
+from sqlalchemy import Table, and_, any_, bindparam, case, func, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from flakeguard.adapters.db.engine import Prepared, among, aware, dialect_insert, reading
@@ -24,6 +26,7 @@ from flakeguard.adapters.db.tables import (
 )
 from flakeguard.core.models import ExecutionRecord, FlakeScore, Outcome, Verdict
 from flakeguard.core.quarantine import QuarantineState, QuarantineStatus
+from flakeguard.core.scoring import ALL_ENVS
 
 # Enum lookups by value through a dict: `Verdict(value)` costs ~1 µs per row.
 OUTCOMES: Final = {o.value: o for o in Outcome}
@@ -126,41 +129,71 @@ async def select_cases(
     return cases
 
 
-def _run_cases_query() -> Prepared:
+@functools.cache
+def _rescore_query(dialect: str) -> Prepared:
     e, c = table_of(ExecutionRow), table_of(CaseRow)
+    s, q = table_of(FlakeScoreRow), table_of(QuarantineRow)
+    if dialect == "postgresql":
+        in_runs = e.c.workflow_run_id == any_(
+            bindparam("run_row_ids", type_=postgresql.ARRAY(e.c.workflow_run_id.type))
+        )
+    else:
+        in_runs = e.c.workflow_run_id.in_(bindparam("run_row_ids", expanding=True))
     unsettled = func.max(
         case(
             ((e.c.outcome == "failed") | (e.c.outcome == "error") | e.c.is_final.is_(False), 1),
             else_=0,
         )
     )
+    quarantined = (
+        select(q.c.id)
+        .where(q.c.test_case_id == c.c.id, q.c.state == QuarantineStatus.ACTIVE.value)
+        .exists()
+    )
     columns = (c.c.id, c.c.test_key, c.c.suite, c.c.class_name, c.c.name, c.c.file)
     return Prepared(
-        select(*columns, unsettled.label("unsettled"))
-        .select_from(e.join(c, c.c.id == e.c.test_case_id))
-        .where(e.c.workflow_run_id == bindparam("run_row_id"))
-        .group_by(*columns)
+        select(e.c.workflow_run_id, *columns)
+        .select_from(
+            e.join(c, c.c.id == e.c.test_case_id).outerjoin(
+                s, and_(s.c.test_case_id == c.c.id, s.c.scope == ALL_ENVS)
+            )
+        )
+        .where(in_runs)
+        .group_by(e.c.workflow_run_id, *columns, s.c.id, s.c.score, s.c.verdict)
+        .having(
+            or_(
+                unsettled == 1,
+                s.c.id.is_(None),
+                s.c.score > 0,
+                s.c.verdict != Verdict.HEALTHY.value,
+                quarantined,
+            )
+        )
         .order_by(c.c.id)
     )
 
 
-_RUN_CASES: Final = _run_cases_query()
+async def rescore_candidates(
+    engine: AsyncEngine, run_row_ids: Sequence[int]
+) -> list[tuple[int, CaseInfo]]:
+    """The tests these runs touched whose classification they can change, each with the
+    run (`workflow_runs.id`) that touched it; one query, ordered by test.
 
-
-async def run_cases(
-    engine: AsyncEngine, workflow_run_row_id: int
-) -> tuple[list[CaseInfo], set[int]]:
-    """The tests a run touched (by id), and the ids of those with a failing attempt or a
-    retry in it (their scores must be recomputed). One query."""
-    cases: list[CaseInfo] = []
-    unsettled_ids: set[int] = set()
+    A healthy test with a score of 0 that passed again keeps its score exactly (no failure
+    in its window, none added), so re-reading its whole history per run is wasted work.
+    Returned: tests that failed or retried in a run, tests never scored, tests with any
+    evidence (score > 0 or not healthy), and quarantined tests (release counts clean runs).
+    Every other test the runs touched is "settled": healthy, score 0, not quarantined.
+    The rows leave the database already filtered: a run of 500 healthy tests reads none.
+    """
+    if not run_row_ids:
+        return []
     async with reading(engine) as conn:
-        rows = await _RUN_CASES.all(conn, run_row_id=workflow_run_row_id)
-    for case_id, key, suite, class_name, name, file, flag in rows:
-        cases.append(CaseInfo(int(case_id), key, suite, class_name, name, file))
-        if flag:
-            unsettled_ids.add(int(case_id))
-    return cases, unsettled_ids
+        rows = await _rescore_query(engine.dialect.name).all(conn, run_row_ids=list(run_row_ids))
+    return [
+        (int(run_row_id), CaseInfo(int(case_id), key, suite, class_name, name, file))
+        for run_row_id, case_id, key, suite, class_name, name, file in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
