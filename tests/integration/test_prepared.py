@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +21,7 @@ from flakeguard.adapters.db.engine import (
     reading,
 )
 from flakeguard.adapters.db.runs import ensure_repository
-from flakeguard.adapters.db.tables import RepositoryRow, table_of
+from flakeguard.adapters.db.tables import CheckRunRow, RepositoryRow, table_of
 from flakeguard.adapters.queue.runner import is_outage
 
 pytestmark = pytest.mark.integration
@@ -106,5 +106,90 @@ async def test_other_raw_errors_pass_through_and_keep_the_connection(pg_url: str
                     await driver.fetch("SELECT * FROM no_such_table")
             assert not conn.invalidated
             assert await conn.scalar(text("SELECT 1")) == 1
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_writes_store_what_the_sqlalchemy_path_stores(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """An INSERT ... RETURNING and an UPDATE through `Prepared`, JSON values included (None
+    too: SQLAlchemy's bind processor decides what it becomes), read back as SQLAlchemy
+    reads them, equal to the same writes done through SQLAlchemy."""
+    url = request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
+    engine = create_engine(database_url(url, Path(".")))
+    c = table_of(CheckRunRow)
+    columns = ("repository_id", "head_sha", "name", "check_run_id", "updated_at", "annotated")
+    insert_row = insert(c).values({n: bindparam(n) for n in columns}).returning(c.c.id)
+    update_row = (
+        update(c)
+        .where(c.c.id == bindparam("row_id"))
+        .values(annotated=bindparam("annotated"), check_run_id=bindparam("check_run_id"))
+    )
+    stored = select(
+        c.c.head_sha, c.c.check_run_id, c.c.updated_at, c.c.annotated, c.c.annotated.is_(None)
+    ).order_by(c.c.head_sha)
+    try:
+        await migrate(engine)
+        repository_id = await ensure_repository(engine, "acme", "shop", now=NOW)
+        async with engine.begin() as conn:
+            for sha, annotated in (("a", ["k1", "k2"]), ("b", None)):
+                values = {
+                    "repository_id": repository_id,
+                    "name": "flakeguard",
+                    "check_run_id": 7,
+                    "updated_at": NOW,
+                    "annotated": annotated,
+                }
+                # SQLAlchemy first: its statement begins the transaction.
+                sa_id = await conn.scalar(insert_row, {"head_sha": sha * 39 + "z", **values})
+                ((raw_id,),) = await Prepared(insert_row).all(conn, head_sha=sha * 40, **values)
+                for row_id in (raw_id, sa_id):
+                    assert isinstance(row_id, int)
+                await Prepared(update_row).execute(
+                    conn, row_id=raw_id, annotated={"k": [1]}, check_run_id=8
+                )
+                await conn.execute(
+                    update_row, {"row_id": sa_id, "annotated": {"k": [1]}, "check_run_id": 8}
+                )
+        async with reading(engine) as conn:
+            rows = [tuple(r) for r in (await conn.execute(stored)).all()]
+        raw_rows = [r[1:] for r in rows if not r[0].endswith("z")]
+        sa_rows = [r[1:] for r in rows if r[0].endswith("z")]
+        assert raw_rows == sa_rows
+        assert raw_rows[0][0] == 8
+        assert raw_rows[0][2] == {"k": [1]}
+    finally:
+        await engine.dispose()
+
+
+async def test_a_raw_statement_before_the_transaction_began_is_refused(pg_url: str) -> None:
+    """SQLAlchemy's asyncpg adapter sends BEGIN with a transaction's first statement: a raw
+    statement before it would be committed alone, so it is refused; after it, it runs in
+    the transaction and leaves with its rollback."""
+    engine = create_engine(database_url(pg_url, Path(".")))
+    t = table_of(RepositoryRow)
+    rename = Prepared(update(t).where(t.c.id == bindparam("row_id")).values(name=bindparam("name")))
+    try:
+        await migrate(engine)
+        repository_id = await ensure_repository(engine, "acme", "shop", now=NOW)
+        with pytest.raises(RuntimeError, match="outside the transaction"):
+            async with engine.begin() as conn:
+                await rename.execute(conn, row_id=repository_id, name="renamed")
+
+        async def rename_then_fail() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text("SELECT 1"))
+                await rename.execute(conn, row_id=repository_id, name="renamed")
+                raise ZeroDivisionError  # rolls the rename back
+
+        with pytest.raises(ZeroDivisionError):
+            await rename_then_fail()
+        async with reading(engine) as conn:
+            assert await conn.scalar(select(t.c.name).where(t.c.id == repository_id)) == "shop"
+            await rename.execute(conn, row_id=repository_id, name="renamed")  # autocommit
+        async with reading(engine) as conn:
+            assert await conn.scalar(select(t.c.name).where(t.c.id == repository_id)) == "renamed"
     finally:
         await engine.dispose()

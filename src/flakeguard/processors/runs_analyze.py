@@ -9,8 +9,8 @@ from typing import Any
 import structlog
 
 from flakeguard.adapters.db.checks import outcomes_at_sha
-from flakeguard.adapters.db.history import CaseInfo, find_repository, rescore_candidates
-from flakeguard.adapters.db.runs import find_run
+from flakeguard.adapters.db.history import CaseInfo, rescore_candidates
+from flakeguard.adapters.db.runs import find_repository_run
 from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import RunsAnalyzePayload
 from flakeguard.adapters.queue.runner import JobContext, QueueHandler
@@ -70,10 +70,11 @@ async def analyze_run(
     waiting at the same time (`coalescing`); a button press always scores on its own.
     """
     ref = payload.repository
-    repo = await find_repository(deps.engine, ref.owner, ref.repo)
+    repo, run = await find_repository_run(
+        deps.engine, ref.owner, ref.repo, payload.workflow_run_id, payload.run_attempt
+    )
     if repo is None:
         raise PermanentJobError(f"repository {ref.full_name} has no stored results")
-    run = await find_run(deps.engine, repo.id, payload.workflow_run_id, payload.run_attempt)
     if run is None:
         raise PermanentJobError(
             f"run {ref.full_name}#{payload.workflow_run_id} attempt {payload.run_attempt} "

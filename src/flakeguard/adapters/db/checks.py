@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
-from sqlalchemy import Select, and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.db.engine import Prepared, dialect_insert, raw_connection, reading
@@ -161,39 +161,44 @@ class CheckRunRecord:
     async def remember(self, check_run_id: int, now: datetime, annotated: frozenset[str]) -> None:
         """Record the check run's id and the annotations GitHub now holds."""
         repository_id, head_sha, name = self._where
-        await self._conn.execute(  # autocommit: one statement, committed alone
-            _upsert_check_run(self._conn.dialect.name),
-            {
-                "repository_id": repository_id,
-                "head_sha": head_sha,
-                "name": name,
-                "check_run_id": check_run_id,
-                "updated_at": now,
-                "annotated": sorted(annotated),
-            },
+        await _upsert_check_run(self._conn.dialect.name).execute(  # autocommit: alone
+            self._conn,
+            repository_id=repository_id,
+            head_sha=head_sha,
+            name=name,
+            check_run_id=check_run_id,
+            updated_at=now,
+            annotated=sorted(annotated),
         )
 
 
 @functools.cache
-def _upsert_check_run(dialect: str) -> Any:
-    """Built once per dialect (SQLAlchemy reuses its cache key); values come as parameters."""
-    stmt = dialect_insert(dialect, table_of(CheckRunRow))
-    return stmt.on_conflict_do_update(
-        index_elements=["repository_id", "head_sha", "name"],
-        set_={
-            "check_run_id": stmt.excluded.check_run_id,
-            "updated_at": stmt.excluded.updated_at,
-            "annotated": stmt.excluded.annotated,
-        },
+def _upsert_check_run(dialect: str) -> Prepared:
+    """Built once per dialect; values come as parameters."""
+    columns = ("repository_id", "head_sha", "name", "check_run_id", "updated_at", "annotated")
+    stmt = dialect_insert(dialect, table_of(CheckRunRow)).values(
+        {column: bindparam(column) for column in columns}
+    )
+    return Prepared(
+        stmt.on_conflict_do_update(
+            index_elements=["repository_id", "head_sha", "name"],
+            set_={
+                "check_run_id": stmt.excluded.check_run_id,
+                "updated_at": stmt.excluded.updated_at,
+                "annotated": stmt.excluded.annotated,
+            },
+        )
     )
 
 
-def _stored_query() -> Select[tuple[int, list[str] | None]]:
+def _stored_query() -> Prepared:
     t = table_of(CheckRunRow)
-    return select(t.c.check_run_id, t.c.annotated).where(
-        t.c.repository_id == bindparam("repository_id"),
-        t.c.head_sha == bindparam("head_sha"),
-        t.c.name == bindparam("name"),
+    return Prepared(
+        select(t.c.check_run_id, t.c.annotated).where(
+            t.c.repository_id == bindparam("repository_id", type_=t.c.repository_id.type),
+            t.c.head_sha == bindparam("head_sha", type_=t.c.head_sha.type),
+            t.c.name == bindparam("name", type_=t.c.name.type),
+        )
     )
 
 
@@ -203,14 +208,11 @@ _STORED: Final = _stored_query()
 async def _stored(
     conn: AsyncConnection, repository_id: int, head_sha: str, name: str
 ) -> StoredCheckRun | None:
-    row = (
-        await conn.execute(
-            _STORED, {"repository_id": repository_id, "head_sha": head_sha, "name": name}
-        )
-    ).first()
-    if row is None:
+    rows = await _STORED.all(conn, repository_id=repository_id, head_sha=head_sha, name=name)
+    if not rows:
         return None
-    return StoredCheckRun(int(row.check_run_id), frozenset(row.annotated or ()))
+    ((check_run_id, annotated),) = rows
+    return StoredCheckRun(int(check_run_id), frozenset(annotated or ()))
 
 
 @asynccontextmanager

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, event, text
+from sqlalchemy import ColumnElement, Insert, Select, Table, Update, any_, bindparam, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 if TYPE_CHECKING:
@@ -133,7 +133,12 @@ def among(dialect: str, column: ColumnElement[Any], values: Sequence[Any]) -> Co
 @asynccontextmanager
 async def raw_connection(conn: AsyncConnection) -> AsyncIterator[Any]:
     """The asyncpg connection under a PostgreSQL `AsyncConnection`, for what SQLAlchemy
-    would slow down (COPY, array binds, reads without its result layer, advisory locks).
+    would slow down (COPY, array binds, statements without its execution layer, advisory
+    locks).
+
+    Inside `engine.begin()`, SQLAlchemy's driver adapter sends BEGIN with its first
+    statement: a raw statement before that would run outside the transaction (committed
+    alone, kept on rollback), so it is refused here.
 
     SQLAlchemy never sees these statements fail, so a connection that died under one (its
     server restarted) is handled here as SQLAlchemy handles its own: the pooled connection
@@ -146,6 +151,12 @@ async def raw_connection(conn: AsyncConnection) -> AsyncIterator[Any]:
     driver = raw.driver_connection
     if driver is None:
         raise RuntimeError("asyncpg connection is not open")
+    in_transaction = conn.in_transaction() and not getattr(raw.dbapi_connection, "autocommit", True)
+    if in_transaction and not driver.is_in_transaction():
+        raise RuntimeError(
+            "a raw statement before the transaction's first SQLAlchemy statement "
+            "would run outside the transaction"
+        )
     try:
         yield driver
     except Exception as exc:
@@ -157,40 +168,71 @@ async def raw_connection(conn: AsyncConnection) -> AsyncIterator[Any]:
         ) from exc
 
 
-class Prepared:
-    """A SELECT built once with named `bindparam`s, for hot read paths.
+_Compiled = tuple[str, tuple[str, ...], dict[str, Any], dict[str, Any]]
 
-    On PostgreSQL it is compiled once and fetched through the raw asyncpg connection: no
+
+class Prepared:
+    """A statement built once with named `bindparam`s, for hot paths: a SELECT, or an
+    INSERT / UPDATE (with or without RETURNING) whose values are `bindparam`s.
+
+    On PostgreSQL it is compiled once and run through the raw asyncpg connection: no
     SQLAlchemy execution context, cursor emulation or `Row` objects (asyncpg's records
-    unpack like tuples). Elsewhere it runs through SQLAlchemy as usual. Only for statements
-    whose columns need no SQLAlchemy result processing (no JSON, no naive datetimes).
+    unpack like tuples). Parameters go through the bind processors SQLAlchemy would apply
+    (a JSON value is serialised as it would be); result columns come as asyncpg decodes
+    them (JSON decoded, timestamps aware), so it is only for statements whose columns need
+    no other SQLAlchemy result processing. Elsewhere it runs through SQLAlchemy as usual.
     """
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: Select[Any] | Insert | Update) -> None:
         self.statement = statement
-        self._postgresql: tuple[str, tuple[str, ...], dict[str, Any]] | None = None
+        self._postgresql: _Compiled | None = None
 
-    async def all(self, conn: AsyncConnection, **params: Any) -> Sequence[Sequence[Any]]:
-        if conn.dialect.name != "postgresql":
-            found: Sequence[Sequence[Any]] = (await conn.execute(self.statement, params)).all()
-            return found
+    def _compiled(self, dialect: Dialect) -> _Compiled:
         if self._postgresql is None:
-            compiled = self.statement.compile(dialect=conn.dialect)
+            compiled = self.statement.compile(dialect=dialect)
             if "POSTCOMPILE" in compiled.string:
                 raise ValueError("Prepared statements cannot hold IN lists: use ANY or OR")
             # Values of the literal binds (constants in the statement); the named ones are
             # supplied per call.
             placeholders = {n: None for n, bind in compiled.binds.items() if bind.required}
+            processors = {
+                name: processor
+                for name, bind in compiled.binds.items()
+                if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
+            }
             self._postgresql = (
                 compiled.string,
                 tuple(compiled.positiontup or ()),
                 dict(compiled.construct_params(placeholders)),
+                processors,
             )
-        sql, order, defaults = self._postgresql
+        return self._postgresql
+
+    def _arguments(self, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        sql, order, defaults, processors = self._compiled(dialect)
         values = {**defaults, **params}
+        for name, processor in processors.items():
+            values[name] = processor(values[name])
+        return sql, [values[n] for n in order]
+
+    async def all(self, conn: AsyncConnection, **params: Any) -> Sequence[Sequence[Any]]:
+        """The rows the statement returns."""
+        if conn.dialect.name != "postgresql":
+            found: Sequence[Sequence[Any]] = (await conn.execute(self.statement, params)).all()
+            return found
+        sql, arguments = self._arguments(conn.dialect, params)
         async with raw_connection(conn) as driver:
-            rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *(values[n] for n in order))
+            rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *arguments)
         return rows
+
+    async def execute(self, conn: AsyncConnection, **params: Any) -> None:
+        """Run a statement that returns no rows."""
+        if conn.dialect.name != "postgresql":
+            await conn.execute(self.statement, params)
+            return
+        sql, arguments = self._arguments(conn.dialect, params)
+        async with raw_connection(conn) as driver:
+            await driver.execute(sql, *arguments)
 
 
 _AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()

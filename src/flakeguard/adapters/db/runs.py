@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Update, bindparam, insert, select, text, update
+from sqlalchemy import and_, bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.artifacts import ReportSource
@@ -30,6 +30,7 @@ from flakeguard.adapters.db.engine import (
     raw_connection,
     reading,
 )
+from flakeguard.adapters.db.history import RepositoryInfo
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -246,13 +247,25 @@ def _insert_run(dialect: str) -> Any:
     )
 
 
-def _update_run_counts() -> Update:
+def _update_run_counts() -> Prepared:
     runs = table_of(WorkflowRunRow)
-    return update(runs).where(runs.c.id == bindparam("row_id"))
+    return Prepared(
+        update(runs)
+        .where(runs.c.id == bindparam("row_id"))
+        .values({name: bindparam(name) for name in ("cases", "executions", "envs", "problems")})
+    )
+
+
+def _insert_report() -> Prepared:
+    reports = table_of(ReportRow)
+    columns = ("workflow_run_id", "env_key", "source", "cases", "failed", "failed_share")
+    return Prepared(
+        insert(reports).values({name: bindparam(name) for name in columns}).returning(reports.c.id)
+    )
 
 
 _UPDATE_RUN_COUNTS: Final = _update_run_counts()
-_INSERT_REPORT: Final = insert(table_of(ReportRow)).returning(table_of(ReportRow).c.id)
+_INSERT_REPORT: Final = _insert_report()
 
 
 async def store_run(
@@ -366,20 +379,18 @@ async def store_run(
         if not new_envs:
             return result  # nothing new: a true re-delivery
         result.created = True
-        await conn.execute(
-            _UPDATE_RUN_COUNTS,
-            {
-                "row_id": result.workflow_run_id,
-                "cases": previous[0] + result.cases,
-                "executions": previous[1] + result.executions,
-                "envs": sorted(known_envs | new_envs),
-                "problems": previous[2]
-                + [
-                    {"source": p.source, "reason": p.reason, "partial": p.partial}
-                    for p in result.problems
-                ]
-                or None,
-            },
+        await _UPDATE_RUN_COUNTS.execute(
+            conn,
+            row_id=result.workflow_run_id,
+            cases=previous[0] + result.cases,
+            executions=previous[1] + result.executions,
+            envs=sorted(known_envs | new_envs),
+            problems=previous[2]
+            + [
+                {"source": p.source, "reason": p.reason, "partial": p.partial}
+                for p in result.problems
+            ]
+            or None,
         )
     if case_cache is not None:
         case_cache.ids.update(learned)  # committed: the ids are real
@@ -399,16 +410,14 @@ async def _store_report(
     finals = [case.attempts[-1].outcome for case in parsed.cases]
     ran = sum(map(finals.count, RAN))  # a C pass per outcome, not a generator per case
     failed = sum(map(finals.count, FAILING))
-    report_id = await conn.scalar(
-        _INSERT_REPORT,
-        {
-            "workflow_run_id": workflow_run_id,
-            "env_key": env_key[:255],
-            "source": parsed.source,
-            "cases": len(parsed.cases),
-            "failed": failed,
-            "failed_share": failed / ran if ran else 0.0,
-        },
+    ((report_id,),) = await _INSERT_REPORT.all(
+        conn,
+        workflow_run_id=workflow_run_id,
+        env_key=env_key[:255],
+        source=parsed.source,
+        cases=len(parsed.cases),
+        failed=failed,
+        failed_share=failed / ran if ran else 0.0,
     )
     keys = parsed.keys
     ids = await _case_ids(conn, repository_id, parsed.cases, keys, now, known, learned)
@@ -669,3 +678,76 @@ async def find_run(
     return StoredRunInfo(
         int(row_id), stored_run_id, run_attempt, head_sha, head_branch, conclusion, workflow
     )
+
+
+def _find_analysed_run_query() -> Prepared:
+    r, w = table_of(RepositoryRow), table_of(WorkflowRunRow)
+    return Prepared(
+        select(
+            r.c.id,
+            r.c.owner,
+            r.c.name,
+            r.c.default_branch,
+            r.c.installation_id,
+            w.c.id,
+            w.c.run_id,
+            w.c.run_attempt,
+            w.c.head_sha,
+            w.c.head_branch,
+            w.c.conclusion,
+            w.c.workflow,
+        )
+        .select_from(
+            r.outerjoin(
+                w,
+                and_(
+                    w.c.repository_id == r.c.id,
+                    w.c.run_id == bindparam("run_id", type_=w.c.run_id.type),
+                    w.c.run_attempt == bindparam("attempt", type_=w.c.run_attempt.type),
+                ),
+            )
+        )
+        .where(
+            func.lower(r.c.owner) == bindparam("owner", type_=r.c.owner.type),
+            func.lower(r.c.name) == bindparam("name", type_=r.c.name.type),
+        )
+    )
+
+
+_FIND_ANALYSED_RUN: Final = _find_analysed_run_query()
+
+
+async def find_repository_run(
+    engine: AsyncEngine, owner: str, name: str, run_id: int, attempt: int
+) -> tuple[RepositoryInfo | None, StoredRunInfo | None]:
+    """The repository (owner and name matched case-insensitively, as `find_repository`
+    does) and its stored run attempt, in one query; None for what is not stored."""
+    async with reading(engine) as conn:
+        rows = await _FIND_ANALYSED_RUN.all(
+            conn, owner=owner.lower(), name=name.lower(), run_id=run_id, attempt=attempt
+        )
+    if not rows:
+        return None, None
+    (
+        repository_id,
+        stored_owner,
+        stored_name,
+        default_branch,
+        installation_id,
+        row_id,
+        stored_run_id,
+        run_attempt,
+        head_sha,
+        head_branch,
+        conclusion,
+        workflow,
+    ) = rows[0]
+    repo = RepositoryInfo(
+        int(repository_id), stored_owner, stored_name, default_branch, installation_id
+    )
+    if row_id is None:
+        return repo, None
+    run = StoredRunInfo(
+        int(row_id), stored_run_id, run_attempt, head_sha, head_branch, conclusion, workflow
+    )
+    return repo, run
