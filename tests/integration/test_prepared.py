@@ -14,14 +14,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flakeguard.adapters.db.engine import (
     Prepared,
+    among_param,
     create_engine,
     database_url,
     migrate,
     raw_connection,
     reading,
+    transaction,
 )
 from flakeguard.adapters.db.runs import ensure_repository
-from flakeguard.adapters.db.tables import CheckRunRow, RepositoryRow, table_of
+from flakeguard.adapters.db.tables import (
+    CheckRunRow,
+    QuarantineRow,
+    RepositoryRow,
+    WorkflowRunRow,
+    table_of,
+)
 from flakeguard.adapters.queue.runner import is_outage
 
 pytestmark = pytest.mark.integration
@@ -191,5 +199,100 @@ async def test_a_raw_statement_before_the_transaction_began_is_refused(pg_url: s
             await rename.execute(conn, row_id=repository_id, name="renamed")  # autocommit
         async with reading(engine) as conn:
             assert await conn.scalar(select(t.c.name).where(t.c.id == repository_id)) == "renamed"
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_partitions_read_every_row_in_lists_of_the_size_asked(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """`Prepared.partitions` with a list parameter (`among_param`): an array on
+    PostgreSQL (read through a cursor), an expanding IN list on SQLite."""
+    url = request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
+    engine = create_engine(database_url(url, Path(".")))
+    t = table_of(RepositoryRow)
+    try:
+        await migrate(engine)
+        ids = [await ensure_repository(engine, "acme", f"r{i:02}", now=NOW) for i in range(7)]
+        query = Prepared(
+            select(t.c.id, t.c.name)
+            .where(among_param(engine.dialect.name, t.c.id, "ids"))
+            .order_by(t.c.id)
+        )
+        wanted = ids[1:6]
+        async with reading(engine) as conn:
+            partitions = [
+                [tuple(row) for row in partition]
+                async for partition in query.partitions(conn, 2, ids=wanted)
+            ]
+            none = [p async for p in query.partitions(conn, 2, ids=[-1])]
+        assert [len(p) for p in partitions] == [2, 2, 1]
+        assert [row for p in partitions for row in p] == [
+            (i, f"r{n:02}") for n, i in enumerate(ids) if i in wanted
+        ]
+        assert none == []
+    finally:
+        await engine.dispose()
+
+
+async def test_columns_left_out_get_their_constant_defaults(pg_url: str) -> None:
+    """SQLAlchemy fills a column left out of an INSERT with its Python-side default per
+    execution; `Prepared` does the same for constants and refuses a computed default."""
+    engine = create_engine(database_url(pg_url, Path(".")))
+    w, q = table_of(WorkflowRunRow), table_of(QuarantineRow)
+    given = ("repository_id", "run_id", "run_attempt", "head_sha", "started_at", "ingested_at")
+    insert_run = insert(w).values({n: bindparam(n) for n in given}).returning(w.c.cases)
+    try:
+        await migrate(engine)
+        repository_id = await ensure_repository(engine, "acme", "shop", now=NOW)
+        async with reading(engine) as conn:
+            rows = await Prepared(insert_run).all(
+                conn,
+                repository_id=repository_id,
+                run_id=1,
+                run_attempt=1,
+                head_sha="a" * 40,
+                started_at=NOW,
+                ingested_at=NOW,
+            )
+            assert [tuple(r) for r in rows] == [(0,)]  # `cases` defaults to 0
+            no_signatures = insert(q).values(test_case_id=bindparam("id"), scope=bindparam("s"))
+            with pytest.raises(ValueError, match="need a value for signatures"):
+                await Prepared(no_signatures).execute(conn, id=1, s="*")
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_transaction_holds_raw_and_sqlalchemy_statements(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """`transaction`: a raw statement may come first; an error rolls back both kinds, a
+    clean exit commits both."""
+    url = request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
+    engine = create_engine(database_url(url, Path(".")))
+    t = table_of(RepositoryRow)
+    rename = Prepared(update(t).where(t.c.id == bindparam("row_id")).values(name=bindparam("name")))
+    rebranch = update(t).where(t.c.id == bindparam("row_id")).values(default_branch="dev")
+
+    async def change(row_id: int, fail: bool) -> None:
+        async with transaction(engine) as conn:
+            await rename.execute(conn, row_id=row_id, name="renamed")
+            await conn.execute(rebranch, {"row_id": row_id})
+            if fail:
+                raise ZeroDivisionError
+
+    try:
+        await migrate(engine)
+        repository_id = await ensure_repository(engine, "acme", "shop", now=NOW)
+        read = select(t.c.name, t.c.default_branch).where(t.c.id == repository_id)
+        with pytest.raises(ZeroDivisionError):
+            await change(repository_id, fail=True)
+        async with reading(engine) as conn:
+            assert tuple((await conn.execute(read)).one()) == ("shop", "main")
+        await change(repository_id, fail=False)
+        async with reading(engine) as conn:
+            assert tuple((await conn.execute(read)).one()) == ("renamed", "dev")
     finally:
         await engine.dispose()

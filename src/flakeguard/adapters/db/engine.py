@@ -130,6 +130,14 @@ def among(dialect: str, column: ColumnElement[Any], values: Sequence[Any]) -> Co
     return column.in_(list(values))
 
 
+def among_param(dialect: str, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """`column IN (:name)` for a statement built once (`Prepared`), the list given per
+    execution: one array parameter on PostgreSQL, an expanding IN list elsewhere."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
+
+
 @asynccontextmanager
 async def raw_connection(conn: AsyncConnection) -> AsyncIterator[Any]:
     """The asyncpg connection under a PostgreSQL `AsyncConnection`, for what SQLAlchemy
@@ -195,6 +203,18 @@ class Prepared:
             # Values of the literal binds (constants in the statement); the named ones are
             # supplied per call.
             placeholders = {n: None for n, bind in compiled.binds.items() if bind.required}
+            defaults = dict(compiled.construct_params(placeholders))
+            # Columns left out of an INSERT/UPDATE get their Python-side defaults, which
+            # SQLAlchemy computes per execution: constants only here.
+            for columns, attribute in (
+                (compiled.insert_prefetch, "default"),
+                (compiled.update_prefetch, "onupdate"),
+            ):
+                for column in columns:
+                    default = getattr(column, attribute)
+                    if default is None or not default.is_scalar:
+                        raise ValueError(f"Prepared statements need a value for {column.key}")
+                    defaults[column.key] = default.arg
             processors = {
                 name: processor
                 for name, bind in compiled.binds.items()
@@ -203,7 +223,7 @@ class Prepared:
             self._postgresql = (
                 compiled.string,
                 tuple(compiled.positiontup or ()),
-                dict(compiled.construct_params(placeholders)),
+                defaults,
                 processors,
             )
         return self._postgresql
@@ -224,6 +244,39 @@ class Prepared:
         async with raw_connection(conn) as driver:
             rows: Sequence[Sequence[Any]] = await driver.fetch(sql, *arguments)
         return rows
+
+    async def partitions(
+        self, conn: AsyncConnection, size: int, **params: Any
+    ) -> AsyncIterator[Sequence[Sequence[Any]]]:
+        """The rows of a SELECT in lists of at most `size`, read as they are consumed: on
+        PostgreSQL a cursor (in a transaction of its own: use an autocommit connection,
+        `reading`), elsewhere SQLAlchemy's streamed result."""
+        if conn.dialect.name != "postgresql":
+            statement = self.statement.execution_options(yield_per=size)
+            result = await conn.stream(statement, params)
+            async for partition in result.partitions(size):
+                yield partition
+            return
+        sql, arguments = self._arguments(conn.dialect, params)
+        async with raw_connection(conn) as driver, driver.transaction():
+            cursor = await driver.cursor(sql, *arguments)
+            while rows := await cursor.fetch(size):
+                yield rows
+
+    async def execute_many(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+        """Run a statement that returns no rows once per parameter set of `rows`."""
+        if conn.dialect.name != "postgresql":
+            await conn.execute(self.statement, list(rows))
+            return
+        sql, order, defaults, processors = self._compiled(conn.dialect)
+        arguments = []
+        for params in rows:
+            values = {**defaults, **params}
+            for name, processor in processors.items():
+                values[name] = processor(values[name])
+            arguments.append([values[n] for n in order])
+        async with raw_connection(conn) as driver:
+            await driver.executemany(sql, arguments)
 
     async def execute(self, conn: AsyncConnection, **params: Any) -> None:
         """Run a statement that returns no rows."""
@@ -248,6 +301,24 @@ def reading(engine: AsyncEngine) -> AsyncConnection:
     if autocommit is None:
         autocommit = _AUTOCOMMIT[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
     return autocommit.connect()
+
+
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction for raw statements (`Prepared`, COPY) and SQLAlchemy's alike,
+    committed on leaving, rolled back on an error.
+
+    On PostgreSQL the asyncpg driver sends BEGIN and COMMIT itself on an autocommit
+    connection: SQLAlchemy's adapter, which sends BEGIN lazily with its own first
+    statement (see `raw_connection`), stays out of it, so a raw statement may come first.
+    Elsewhere it is `engine.begin()`.
+    """
+    if engine.dialect.name != "postgresql":
+        async with engine.begin() as conn:
+            yield conn
+        return
+    async with reading(engine) as conn, raw_connection(conn) as driver, driver.transaction():
+        yield conn
 
 
 def aware(value: datetime) -> datetime:

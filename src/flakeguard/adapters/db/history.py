@@ -9,11 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Table, and_, any_, bindparam, case, func, or_, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Table, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.engine import Prepared, among, aware, dialect_insert, reading
+from flakeguard.adapters.db.engine import (
+    Prepared,
+    among,
+    among_param,
+    aware,
+    dialect_insert,
+    reading,
+    transaction,
+)
 from flakeguard.adapters.db.tables import (
     CaseRow,
     ExecutionRow,
@@ -133,12 +140,7 @@ async def select_cases(
 def _rescore_query(dialect: str) -> Prepared:
     e, c = table_of(ExecutionRow), table_of(CaseRow)
     s, q = table_of(FlakeScoreRow), table_of(QuarantineRow)
-    if dialect == "postgresql":
-        in_runs = e.c.workflow_run_id == any_(
-            bindparam("run_row_ids", type_=postgresql.ARRAY(e.c.workflow_run_id.type))
-        )
-    else:
-        in_runs = e.c.workflow_run_id.in_(bindparam("run_row_ids", expanding=True))
+    in_runs = among_param(dialect, e.c.workflow_run_id, "run_row_ids")
     unsettled = func.max(
         case(
             ((e.c.outcome == "failed") | (e.c.outcome == "error") | e.c.is_final.is_(False), 1),
@@ -211,28 +213,56 @@ class RunIndex:
     """reports.id -> share of failing tests in that report."""
 
 
+def _run_index_queries() -> tuple[Prepared, Prepared]:
+    w, r = table_of(WorkflowRunRow), table_of(ReportRow)
+    in_window = and_(
+        w.c.repository_id == bindparam("repository_id", type_=w.c.repository_id.type),
+        w.c.started_at >= bindparam("since", type_=w.c.started_at.type),
+    )
+    runs = select(
+        w.c.id, w.c.run_id, w.c.run_attempt, w.c.head_sha, w.c.head_branch, w.c.started_at
+    ).where(in_window)
+    reports = select(r.c.id, r.c.failed_share).join(w, r.c.workflow_run_id == w.c.id)
+    return Prepared(runs), Prepared(reports.where(in_window))
+
+
+_RUN_INDEX_RUNS, _RUN_INDEX_REPORTS = _run_index_queries()
+
+
 async def load_run_index(
     engine: AsyncEngine, repository_id: int, *, since: datetime, default_branch: str
 ) -> RunIndex:
-    w, r = table_of(WorkflowRunRow), table_of(ReportRow)
     runs: dict[int, tuple[int, int, str, str | None, bool, datetime]] = {}
     shares: dict[int, float] = {}
     async with reading(engine) as conn:
-        rows = await conn.execute(
-            select(
-                w.c.id, w.c.run_id, w.c.run_attempt, w.c.head_sha, w.c.head_branch, w.c.started_at
-            ).where(w.c.repository_id == repository_id, w.c.started_at >= since)
-        )
-        for row_id, run_id, attempt, sha, branch, at in rows.all():
+        rows = await _RUN_INDEX_RUNS.all(conn, repository_id=repository_id, since=since)
+        for row_id, run_id, attempt, sha, branch, at in rows:
             runs[row_id] = (run_id, attempt, sha, branch, branch == default_branch, aware(at))
-        reports = await conn.execute(
-            select(r.c.id, r.c.failed_share)
-            .join(w, r.c.workflow_run_id == w.c.id)
-            .where(w.c.repository_id == repository_id, w.c.started_at >= since)
-        )
+        reports = await _RUN_INDEX_REPORTS.all(conn, repository_id=repository_id, since=since)
         for report_id, share in reports:
             shares[report_id] = share or 0.0
     return RunIndex(since=since, runs=runs, failed_share=shares)
+
+
+@functools.cache
+def _histories_query(dialect: str) -> Prepared:
+    e, w = table_of(ExecutionRow), table_of(WorkflowRunRow)
+    since = bindparam("since", type_=w.c.started_at.type)
+    return Prepared(
+        select(
+            e.c.test_case_id,
+            e.c.workflow_run_id,
+            e.c.report_id,
+            e.c.env_key,
+            e.c.retry_index,
+            e.c.is_final,
+            e.c.outcome,
+            e.c.signature,
+        )
+        .select_from(e.join(w, and_(e.c.workflow_run_id == w.c.id, w.c.started_at >= since)))
+        .where(among_param(dialect, e.c.test_case_id, "case_ids"))
+        .order_by(e.c.test_case_id)
+    )
 
 
 async def stream_histories(
@@ -247,30 +277,17 @@ async def stream_histories(
     """
     if not cases:
         return
-    e, w = table_of(ExecutionRow), table_of(WorkflowRunRow)
     key_of = {c.id: c.test_key for c in cases}
-    query = (
-        select(
-            e.c.test_case_id,
-            e.c.workflow_run_id,
-            e.c.report_id,
-            e.c.env_key,
-            e.c.retry_index,
-            e.c.is_final,
-            e.c.outcome,
-            e.c.signature,
-        )
-        .select_from(e.join(w, and_(e.c.workflow_run_id == w.c.id, w.c.started_at >= index.since)))
-        .where(among(engine.dialect.name, e.c.test_case_id, list(key_of)))
-        .order_by(e.c.test_case_id)
-    )
+    query = _histories_query(engine.dialect.name)
     runs, shares, outcomes = index.runs, index.failed_share, OUTCOMES
     current: int | None = None
     records: list[ExecutionRecord] = []
-    async with engine.connect() as conn:  # a server-side cursor needs a transaction
-        result = await conn.stream(query.execution_options(yield_per=_HISTORY_PARTITION_ROWS))
-        # Partitions, not rows: every async row fetch is a greenlet switch (~30 µs).
-        async for partition in result.partitions(_HISTORY_PARTITION_ROWS):
+    async with reading(engine) as conn:
+        # Partitions, not rows: every async row fetch is a round trip or a greenlet switch.
+        partitions = query.partitions(
+            conn, _HISTORY_PARTITION_ROWS, case_ids=list(key_of), since=index.since
+        )
+        async for partition in partitions:
             for case_id, run_row, report_id, env_key, retry, final, outcome, sig in partition:
                 run = runs.get(run_row)
                 if run is None:  # a run stored after the index was loaded: next analysis
@@ -301,6 +318,20 @@ async def stream_histories(
         yield key_of[current], records
 
 
+@functools.cache
+def _upsert(
+    dialect: str, table: Table, columns: tuple[str, ...], keys: tuple[str, ...]
+) -> Prepared:
+    """INSERT of `columns`, updating the non-key ones where `keys` exist; built once."""
+    stmt = dialect_insert(dialect, table).values({c: bindparam(c) for c in columns})
+    return Prepared(
+        stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: stmt.excluded[c] for c in columns if c not in keys},
+        )
+    )
+
+
 async def upsert_rows(
     engine: AsyncEngine,
     table: Table,
@@ -308,17 +339,14 @@ async def upsert_rows(
     keys: Sequence[str],
     batch_rows: int = 2000,
 ) -> None:
-    """Insert `rows`, updating every non-key column of rows whose `keys` already exist."""
+    """Insert `rows` (dicts with the same columns), updating every non-key column of rows
+    whose `keys` already exist; one transaction."""
     if not rows:
         return
-    stmt = dialect_insert(engine.dialect.name, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={c: stmt.excluded[c] for c in rows[0] if c not in keys},
-    )
-    async with engine.begin() as conn:
+    upsert = _upsert(engine.dialect.name, table, tuple(rows[0]), tuple(keys))
+    async with transaction(engine) as conn:
         for start in range(0, len(rows), batch_rows):
-            await conn.execute(stmt, rows[start : start + batch_rows])
+            await upsert.execute_many(conn, rows[start : start + batch_rows])
 
 
 async def save_scores(

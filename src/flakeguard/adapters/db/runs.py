@@ -29,6 +29,7 @@ from flakeguard.adapters.db.engine import (
     dialect_insert,
     raw_connection,
     reading,
+    transaction,
 )
 from flakeguard.adapters.db.history import RepositoryInfo
 from flakeguard.adapters.db.tables import (
@@ -232,16 +233,34 @@ async def ensure_repository(
         return int(row.id)
 
 
-# Statements run for every run, built once: SQLAlchemy then reuses their memoised cache
-# keys instead of walking a new statement per execution (~100 µs each); the values are
-# the execution's parameters.
+# Statements run for every run, built once as `Prepared`: on PostgreSQL they go through
+# raw asyncpg (compiled once, no SQLAlchemy execution context); the values are the
+# execution's parameters. `store_run` uses `transaction`, so a raw statement may be first.
+
+
+_RUN_COLUMNS: Final = (
+    "repository_id",
+    "run_id",
+    "run_attempt",
+    "workflow",
+    "head_sha",
+    "head_branch",
+    "event",
+    "pr_number",
+    "status",
+    "conclusion",
+    "started_at",
+    "ingested_at",
+    "source",
+)
 
 
 @functools.cache
-def _insert_run(dialect: str) -> Any:
+def _insert_run(dialect: str) -> Prepared:
     runs = table_of(WorkflowRunRow)
-    return (
+    return Prepared(
         dialect_insert(dialect, runs)
+        .values({name: bindparam(name) for name in _RUN_COLUMNS})
         .on_conflict_do_nothing(index_elements=["repository_id", "run_id", "run_attempt"])
         .returning(runs.c.id)
     )
@@ -291,26 +310,24 @@ async def store_run(
         case_cache = None
     learned: dict[str, tuple[int, datetime]] = {}
     runs = table_of(WorkflowRunRow)
-    async with engine.begin() as conn:
-        inserted = await conn.execute(
-            _insert_run(engine.dialect.name),
-            {
-                "repository_id": repository_id,
-                "run_id": run.run_id,
-                "run_attempt": run.attempt,
-                "workflow": run.workflow,
-                "head_sha": run.head_sha,
-                "head_branch": run.branch,
-                "event": run.event,
-                "pr_number": run.pr_number,
-                "status": "completed",
-                "conclusion": run.conclusion,
-                "started_at": run.started_at or now,
-                "ingested_at": now,
-                "source": source_kind,
-            },
+    async with transaction(engine) as conn:
+        inserted = await _insert_run(engine.dialect.name).all(
+            conn,
+            repository_id=repository_id,
+            run_id=run.run_id,
+            run_attempt=run.attempt,
+            workflow=run.workflow,
+            head_sha=run.head_sha,
+            head_branch=run.branch,
+            event=run.event,
+            pr_number=run.pr_number,
+            status="completed",
+            conclusion=run.conclusion,
+            started_at=run.started_at or now,
+            ingested_at=now,
+            source=source_kind,
         )
-        row = inserted.first()
+        row = inserted[0] if inserted else None
         known_envs: set[str] = set()
         previous: tuple[int, int, list[dict[str, Any]]] = (0, 0, [])
         if row is None:
