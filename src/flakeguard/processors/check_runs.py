@@ -15,6 +15,7 @@ from dataclasses import replace
 from operator import attrgetter
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flakeguard.adapters.db.checks import (
     ShaOutcome,
@@ -108,9 +109,10 @@ async def _complete(
     outcomes: Sequence[ShaOutcome],
     result: AnalysisResult,
     settled_runs: frozenset[int],
+    conn: AsyncConnection,
 ) -> tuple[dict[str, FlakeScore | StoredScore], dict[str, QuarantineState]]:
     """Scores and active quarantines of the SHA's tests that a check run may show: this
-    analysis's, then stored ones read now.
+    analysis's, then stored ones read now on `conn` (the check-run record's).
 
     Not read: a test that passed here and ran in one of `settled_runs` (the runs the
     analysis's scoring pass covered) without being re-scored. The pass left it alone
@@ -124,8 +126,8 @@ async def _complete(
         for o in outcomes
         if o.test_key not in scores and (o.failed or settled_runs.isdisjoint(o.runs))
     ]
-    scores.update(await load_stored_scores(deps.engine, missing))
-    states = await load_quarantine(deps.engine, {c.test_key: c.id for c in missing})
+    scores.update(await load_stored_scores(deps.engine, missing, conn=conn))
+    states = await load_quarantine(deps.engine, {c.test_key: c.id for c in missing}, conn=conn)
     for key, found in states.items():
         active = [s for s in found if s.is_active]
         if active and key not in quarantine:
@@ -161,28 +163,32 @@ async def publish_check_run(
     """
     if deps.checks is None or repo.installation_id is None:
         return None
-    outcomes = await outcomes_at_sha(deps.engine, repo.id, run.head_sha)
-    scores, quarantine = await _complete(deps, outcomes, result, frozenset(settled_runs))
-    # One C-level pass over the SHA's tests (~500 a run), not a generator per count.
-    by_outcome = Counter(map(attrgetter("outcome"), outcomes))
-    report = RunReport(
-        repo=repo.full_name,
-        run_id=run.run_id,
-        attempt=run.run_attempt,
-        head_sha=run.head_sha,
-        rows=report_rows(outcomes, scores, quarantine),
-        counts=ReportCounts(
-            total=len(outcomes),
-            passed=by_outcome[Outcome.PASSED],
-            failed=sum(by_outcome[o] for o in FAILING),
-            skipped=by_outcome[Outcome.SKIPPED],
-        ),
-        default_branch=repo.default_branch,
-    )
     name = deps.settings.check_run_name
-    body = check_run_body(name, run.head_sha, render_check_run(report))
     coords = RepoCoords(repo.owner, repo.name, repo.installation_id)
     async with check_run_record(deps.engine, repo.id, run.head_sha, name) as record:
+        # Read under the record's lock: the last analysis of a commit to publish shows
+        # every run of it stored before.
+        outcomes = await record.outcomes()
+        scores, quarantine = await _complete(
+            deps, outcomes, result, frozenset(settled_runs), record.connection
+        )
+        # One C-level pass over the SHA's tests (~500 a run), not a generator per count.
+        by_outcome = Counter(map(attrgetter("outcome"), outcomes))
+        report = RunReport(
+            repo=repo.full_name,
+            run_id=run.run_id,
+            attempt=run.run_attempt,
+            head_sha=run.head_sha,
+            rows=report_rows(outcomes, scores, quarantine),
+            counts=ReportCounts(
+                total=len(outcomes),
+                passed=by_outcome[Outcome.PASSED],
+                failed=sum(by_outcome[o] for o in FAILING),
+                skipped=by_outcome[Outcome.SKIPPED],
+            ),
+            default_branch=repo.default_branch,
+        )
+        body = check_run_body(name, run.head_sha, render_check_run(report))
         stored = record.stored
         sent = {annotation_key(a): a for a in body.annotations}
         if stored is None:

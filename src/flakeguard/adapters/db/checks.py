@@ -91,9 +91,15 @@ async def outcomes_at_sha(
 
     A test that failed in any run's latest attempt counts as failed (with that message).
     """
-    merged: dict[int, ShaOutcome] = {}
     async with reading(engine) as conn:
-        rows = await _OUTCOMES_AT_SHA.all(conn, repository_id=repository_id, head_sha=head_sha)
+        return await _read_outcomes(conn, repository_id, head_sha)
+
+
+async def _read_outcomes(
+    conn: AsyncConnection, repository_id: int, head_sha: str
+) -> list[ShaOutcome]:
+    merged: dict[int, ShaOutcome] = {}
+    rows = await _OUTCOMES_AT_SHA.all(conn, repository_id=repository_id, head_sha=head_sha)
     for run_row_id, case_id, key, name, class_name, file, raw_outcome, message, signature in rows:
         current = merged.get(case_id)
         outcome = OUTCOMES[raw_outcome]
@@ -157,6 +163,17 @@ class CheckRunRecord:
         self._where = (repository_id, head_sha, name)
         self.stored = stored
         """The check run created before for this commit, None if none was."""
+
+    @property
+    def connection(self) -> AsyncConnection:
+        """The record's connection, for reads that belong under its lock."""
+        return self._conn
+
+    async def outcomes(self) -> list[ShaOutcome]:
+        """`outcomes_at_sha` of the record's commit, read on its connection: under its lock,
+        so the last analysis to publish shows every run stored before it did."""
+        repository_id, head_sha, _ = self._where
+        return await _read_outcomes(self._conn, repository_id, head_sha)
 
     async def remember(self, check_run_id: int, now: datetime, annotated: frozenset[str]) -> None:
         """Record the check run's id and the annotations GitHub now holds."""

@@ -321,6 +321,19 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
+@asynccontextmanager
+async def reading_on(
+    engine: AsyncEngine, conn: AsyncConnection | None
+) -> AsyncIterator[AsyncConnection]:
+    """`conn` when the caller already holds one (its reads belong with its other work),
+    else a `reading` connection of its own."""
+    if conn is not None:
+        yield conn
+        return
+    async with reading(engine) as fresh:
+        yield fresh
+
+
 def aware(value: datetime) -> datetime:
     """SQLite returns naive datetimes; everything we store is UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

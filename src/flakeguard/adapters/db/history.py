@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from sqlalchemy import Table, and_, bindparam, case, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.db.engine import (
     Prepared,
@@ -19,6 +19,7 @@ from flakeguard.adapters.db.engine import (
     aware,
     dialect_insert,
     reading,
+    reading_on,
     transaction,
 )
 from flakeguard.adapters.db.tables import (
@@ -378,16 +379,17 @@ async def save_scores(
 
 
 async def load_quarantine(
-    engine: AsyncEngine, case_ids: dict[str, int]
+    engine: AsyncEngine, case_ids: dict[str, int], *, conn: AsyncConnection | None = None
 ) -> dict[str, list[QuarantineState]]:
-    """Every quarantine row (any state) of the given tests, by test key."""
+    """Every quarantine row (any state) of the given tests, by test key (read on `conn`
+    when given)."""
     if not case_ids:
         return {}
     q = table_of(QuarantineRow)
     key_of = {v: k for k, v in case_ids.items()}
     out: dict[str, list[QuarantineState]] = {}
     ids = list(key_of)
-    async with reading(engine) as conn:
+    async with reading_on(engine, conn) as conn:
         for start in range(0, len(ids), 5000):
             rows = await conn.execute(
                 select(q).where(
@@ -523,16 +525,17 @@ class StoredScore(NamedTuple):
 
 
 async def load_stored_scores(
-    engine: AsyncEngine, cases: Sequence[CaseInfo]
+    engine: AsyncEngine, cases: Sequence[CaseInfo], *, conn: AsyncConnection | None = None
 ) -> dict[str, StoredScore]:
-    """The stored roll-up (scope "*") score of each case that has one, by test key."""
+    """The stored roll-up (scope "*") score of each case that has one, by test key (read on
+    `conn` when given)."""
     if not cases:
         return {}
     s = table_of(FlakeScoreRow)
     key_of = {c.id: c.test_key for c in cases}
     out: dict[str, StoredScore] = {}
     ids = list(key_of)
-    async with reading(engine) as conn:
+    async with reading_on(engine, conn) as conn:
         for start in range(0, len(ids), 5000):
             rows = await conn.execute(
                 select(s.c.test_case_id, s.c.verdict, s.c.score, s.c.runs, s.c.failures).where(
