@@ -14,7 +14,13 @@ API calls are counted from the emulator's request log (API origin only; blob dow
 listed apart). Job latency = finish time - enqueue time of each `runs-ingest` job.
 
     python bench/github_ingest.py [--runs 600] [--tests 500] [--concurrency 16]
-                                   [--write-spacing-ms 0]
+                                   [--analyze-concurrency 16] [--write-spacing-ms 0]
+
+Concurrency 16 for `runs-analyze` as for `runs-ingest` (WORKER_CONCURRENCY and
+HIGH_PRIORITY_CONCURRENCY): an analysis mostly waits for its repository's shared scoring
+pass, so its concurrency sets how many runs a pass covers. Run side by side with 8
+(2026-11-29, two processes at once so that both see the same machine), 16 cost 0.85-0.88
+of the CPU per run.
 
 Target (issue 4): >= 3,000 runs/min and <= 4 API calls per run.
 """
@@ -391,7 +397,7 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=500)
     parser.add_argument("--repos", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--analyze-concurrency", type=int, default=8)
+    parser.add_argument("--analyze-concurrency", type=int, default=16)
     parser.add_argument("--write-spacing-ms", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument(
