@@ -229,6 +229,7 @@ class Prepared:
         return self._postgresql
 
     def _arguments(self, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[Any]]:
+        """The SQL and its positional arguments for one set of named parameters."""
         sql, order, defaults, processors = self._compiled(dialect)
         values = {**defaults, **params}
         for name, processor in processors.items():
@@ -268,13 +269,8 @@ class Prepared:
         if conn.dialect.name != "postgresql":
             await conn.execute(self.statement, list(rows))
             return
-        sql, order, defaults, processors = self._compiled(conn.dialect)
-        arguments = []
-        for params in rows:
-            values = {**defaults, **params}
-            for name, processor in processors.items():
-                values[name] = processor(values[name])
-            arguments.append([values[n] for n in order])
+        sql = self._compiled(conn.dialect)[0]
+        arguments = [self._arguments(conn.dialect, params)[1] for params in rows]
         async with raw_connection(conn) as driver:
             await driver.executemany(sql, arguments)
 
