@@ -13,7 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
-from flakeguard.adapters.db.history import find_repository, rescore_candidates
+from flakeguard.adapters.db.history import (
+    find_repository,
+    rescore_candidates,
+    save_quarantine,
+    select_cases,
+)
 from flakeguard.adapters.db.runs import find_run
 from flakeguard.adapters.db.tables import CheckRunRow, table_of
 from flakeguard.adapters.github.client import CheckRunBody, RepoCoords
@@ -29,7 +34,8 @@ from flakeguard.adapters.queue.payloads import (
     RunsIngestPayload,
 )
 from flakeguard.cli import app
-from flakeguard.processors.analysis import AnalysisResult
+from flakeguard.core.quarantine import QuarantinePolicy, manual_add
+from flakeguard.core.scoring import ALL_ENVS
 from flakeguard.processors.check_runs import annotation_key, publish_check_run
 from flakeguard.processors.runs_analyze import analyze_run
 from flakeguard.processors.runs_ingest import ingest
@@ -346,9 +352,7 @@ async def test_analyses_of_one_commit_at_once_create_one_check_run(
         assert repo is not None
         run = await find_run(rt.deps.engine, repo.id, 3, 1)
         assert run is not None
-        published = await asyncio.gather(
-            *(publish_check_run(rt.deps, repo, run, AnalysisResult()) for _ in range(3))
-        )
+        published = await asyncio.gather(*(publish_check_run(rt.deps, repo, run) for _ in range(3)))
         record_row = await stored_check_run_row(rt.deps.engine, repo.id, sha)
     assert published == [777, 777, 777]
     assert len(checks.created) == 1
@@ -598,6 +602,15 @@ async def test_settled_tests_are_neither_rescored_nor_shown_but_a_failure_elsewh
             if row_ids[run_id] == run_row_id
         }
         second = await analyze_run(rt.deps, RunsAnalyzePayload(workflow_run_id=2, repository=ref))
+        body = checks.updates[-1][1] if checks.updates else checks.created[-1]
+        # Someone quarantines test_x: the next publish of the commit mutes its failure.
+        (x,) = await select_cases(rt.deps.engine, repo.id, name_patterns=["test_x"])
+        muted = manual_add(x.test_key, ALL_ENVS, reason="t", now=START, policy=QuarantinePolicy())
+        await save_quarantine(rt.deps.engine, {x.test_key: x.id}, [muted])
+        run_2 = await find_run(rt.deps.engine, repo.id, 2, 1)
+        assert run_2 is not None
+        await publish_check_run(rt.deps, repo, run_2)
+        republished = checks.updates[-1][1]
     assert first["tests"] == 4  # never scored before
     # test_flaky and test_z retried in run 1 (evidence: re-scored wherever they run);
     # test_x failed in run 3.
@@ -609,7 +622,6 @@ async def test_settled_tests_are_neither_rescored_nor_shown_but_a_failure_elsewh
         (3, "test_z"),
     }
     assert second["tests"] == 1
-    body = checks.updates[-1][1] if checks.updates else checks.created[-1]
     assert body.head_sha == "b" * 40
     assert "**4 tests**: 3 passed, 1 failed" in body.summary
     shown = body.summary + (body.text or "")
@@ -617,3 +629,6 @@ async def test_settled_tests_are_neither_rescored_nor_shown_but_a_failure_elsewh
     assert "Possibly flaky (2)" in shown
     assert "test_shop::test_z` — " in shown
     assert "test_ok" not in shown
+    again = republished.summary
+    assert "New failures" not in again
+    assert "Known flaky (quarantined) (1)\n- `tests.test_shop::test_x`" in again

@@ -9,13 +9,10 @@ commit: the latest attempt of each run at that SHA.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from operator import attrgetter
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from flakeguard.adapters.db.checks import (
     ShaOutcome,
@@ -23,11 +20,9 @@ from flakeguard.adapters.db.checks import (
     outcomes_at_sha,
 )
 from flakeguard.adapters.db.history import (
-    CaseInfo,
     RepositoryInfo,
     StoredScore,
     load_quarantine,
-    load_stored_scores,
     save_quarantine,
     select_cases,
 )
@@ -37,7 +32,7 @@ from flakeguard.adapters.github.client import (
     CheckRunConclusion,
     RepoCoords,
 )
-from flakeguard.core.models import FAILING, FlakeScore, Outcome, Verdict
+from flakeguard.core.models import FlakeScore, Verdict
 from flakeguard.core.quarantine import (
     QuarantinePolicy,
     QuarantineState,
@@ -55,7 +50,6 @@ from flakeguard.core.reporting import (
 )
 from flakeguard.core.scoring import ALL_ENVS
 from flakeguard.deps import Deps
-from flakeguard.processors.analysis import AnalysisResult
 
 log = structlog.get_logger("flakeguard.checks")
 
@@ -104,37 +98,6 @@ def annotation_key(annotation: Annotation) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=8).hexdigest()
 
 
-async def _complete(
-    deps: Deps,
-    outcomes: Sequence[ShaOutcome],
-    result: AnalysisResult,
-    settled_runs: frozenset[int],
-    conn: AsyncConnection,
-) -> tuple[dict[str, FlakeScore | StoredScore], dict[str, QuarantineState]]:
-    """Scores and active quarantines of the SHA's tests that a check run may show: this
-    analysis's, then stored ones read now on `conn` (the check-run record's).
-
-    Not read: a test that passed here and ran in one of `settled_runs` (the runs the
-    analysis's scoring pass covered) without being re-scored. The pass left it alone
-    because it is settled (healthy, score 0, not quarantined), so the check run does not
-    show it, and a stored score would change nothing.
-    """
-    scores: dict[str, FlakeScore | StoredScore] = dict(result.rollups)
-    quarantine = dict(result.quarantine)
-    missing = [
-        CaseInfo(o.test_case_id, o.test_key, "", o.class_name, o.name, o.file)
-        for o in outcomes
-        if o.test_key not in scores and (o.failed or settled_runs.isdisjoint(o.runs))
-    ]
-    scores.update(await load_stored_scores(deps.engine, missing, conn=conn))
-    states = await load_quarantine(deps.engine, {c.test_key: c.id for c in missing}, conn=conn)
-    for key, found in states.items():
-        active = [s for s in found if s.is_active]
-        if active and key not in quarantine:
-            quarantine[key] = active[0]
-    return scores, quarantine
-
-
 def check_run_body(name: str, head_sha: str, output: CheckRunOutput) -> CheckRunBody:
     return CheckRunBody(
         name=name,
@@ -148,14 +111,13 @@ def check_run_body(name: str, head_sha: str, output: CheckRunOutput) -> CheckRun
     )
 
 
-async def publish_check_run(
-    deps: Deps,
-    repo: RepositoryInfo,
-    run: StoredRunInfo,
-    result: AnalysisResult,
-    settled_runs: Collection[int] = frozenset(),
-) -> int | None:
+async def publish_check_run(deps: Deps, repo: RepositoryInfo, run: StoredRunInfo) -> int | None:
     """Create or update the commit's check run; returns its id (None without GitHub).
+
+    It shows what the database holds for the commit, under the check-run record's lock:
+    the latest attempt of every run at the SHA, and the stored scores and quarantines of
+    the tests worth showing (an analysis has stored its own before it publishes). Two
+    queries: the counts, and the few tests shown (`checks.ShaView`), not every test.
 
     The database row is the record of our check run per commit: if it was lost (a restored
     database), a second check run appears for that commit; accepted to save a lookup call
@@ -166,14 +128,17 @@ async def publish_check_run(
     name = deps.settings.check_run_name
     coords = RepoCoords(repo.owner, repo.name, repo.installation_id)
     async with check_run_record(deps.engine, repo.id, run.head_sha, name) as record:
-        # Read under the record's lock: the last analysis of a commit to publish shows
-        # every run of it stored before.
-        outcomes = await record.outcomes()
-        scores, quarantine = await _complete(
-            deps, outcomes, result, frozenset(settled_runs), record.connection
-        )
-        # One C-level pass over the SHA's tests (~500 a run), not a generator per count.
-        by_outcome = Counter(map(attrgetter("outcome"), outcomes))
+        view = await record.view()
+        outcomes = [outcome for outcome, _, _ in view.shown]
+        scores = {o.test_key: score for o, score, _ in view.shown if score is not None}
+        quarantined = {o.test_key: o.test_case_id for o, _, flag in view.shown if flag}
+        quarantine = {
+            key: active[0]
+            for key, states in (
+                await load_quarantine(deps.engine, quarantined, conn=record.connection)
+            ).items()
+            if (active := [s for s in states if s.is_active])
+        }
         report = RunReport(
             repo=repo.full_name,
             run_id=run.run_id,
@@ -181,10 +146,7 @@ async def publish_check_run(
             head_sha=run.head_sha,
             rows=report_rows(outcomes, scores, quarantine),
             counts=ReportCounts(
-                total=len(outcomes),
-                passed=by_outcome[Outcome.PASSED],
-                failed=sum(by_outcome[o] for o in FAILING),
-                skipped=by_outcome[Outcome.SKIPPED],
+                total=view.total, passed=view.passed, failed=view.failed, skipped=view.skipped
             ),
             default_branch=repo.default_branch,
         )

@@ -32,12 +32,11 @@ log = structlog.get_logger("flakeguard.analyze")
 
 @dataclass(frozen=True, slots=True)
 class SharedPass:
-    """A scoring pass's result, the runs (`workflow_runs.id`) it covered, and the tests it
-    re-scored for each of them (by test key). A test those runs touched that the pass left
-    alone is settled: healthy, score 0, not quarantined (`rescore_candidates`)."""
+    """A scoring pass's result, the tests it re-scored for each run it covered (by
+    `workflow_runs.id`, then test key), and those tests. A test the runs touched that the
+    pass left alone is settled: healthy, score 0, not quarantined (`rescore_candidates`)."""
 
     result: AnalysisResult
-    runs: frozenset[int]
     rescored: dict[int, set[str]]
     cases: list[CaseInfo]
 
@@ -94,7 +93,7 @@ async def analyze_run(
         result = await analyze_cases(
             context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
         )
-        return SharedPass(result, frozenset(run_ids), rescored, cases)
+        return SharedPass(result, rescored, cases)
 
     if payload.requested_action is None:
         if groups is not None:
@@ -111,14 +110,14 @@ async def analyze_run(
         await apply_button(
             deps, repo, run.head_sha, payload.requested_action, shared.result.rollups
         )
-        # Redraw with the quarantine states the button just changed.
+        # Recount with the quarantine states the button just changed (the check run reads
+        # them from the database).
         redrawn = await analyze_cases(
             context, repo, shared.cases, policy=policy, update_quarantine=False, keep_results=True
         )
         shared = replace(shared, result=redrawn)
     result = _own_share(shared.result, own)
-    # The whole pass's scores, not only this run's share: fewer stored scores to read back.
-    published = await publish_check_run(deps, repo, run, shared.result, shared.runs)
+    published = await publish_check_run(deps, repo, run)
     log.info(
         "run.analyzed",
         tests=result.tests,

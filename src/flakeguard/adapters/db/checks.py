@@ -1,4 +1,4 @@
-"""What a check run shows: every test outcome at one head SHA, and our check-run ids."""
+"""What a check run shows: the test outcomes at one head SHA, and our check-run ids."""
 
 from __future__ import annotations
 
@@ -6,31 +6,35 @@ import asyncio
 import functools
 import hashlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.db.engine import Prepared, dialect_insert, raw_connection, reading
-from flakeguard.adapters.db.history import OUTCOMES
+from flakeguard.adapters.db.history import OUTCOMES, VERDICTS, StoredScore
 from flakeguard.adapters.db.tables import (
     CaseRow,
     CheckRunRow,
     ExecutionRow,
+    FlakeScoreRow,
+    QuarantineRow,
     WorkflowRunRow,
     table_of,
 )
-from flakeguard.core.models import FAILING, Outcome
+from flakeguard.core.models import FAILING, Outcome, Verdict
+from flakeguard.core.quarantine import QuarantineStatus
+from flakeguard.core.scoring import ALL_ENVS
 
 
 class ShaOutcome(NamedTuple):
     """A test's final result at a head SHA (latest attempt of every run at that SHA).
 
-    A named tuple: a check run reads one per test at the SHA, and one is built in ~0.7 µs
+    A named tuple: a button reads one per test at the SHA, and one is built in ~0.7 µs
     where a frozen dataclass takes ~1.9 µs.
     """
 
@@ -42,8 +46,9 @@ class ShaOutcome(NamedTuple):
     outcome: Outcome
     message: str | None
     signature: str | None
-    runs: tuple[int, ...]
-    """The runs at the SHA (`workflow_runs.id` of their latest attempts) where it ran."""
+    runs: tuple[int, ...] = ()
+    """The runs at the SHA (`workflow_runs.id` of their latest attempts) where it ran
+    (`outcomes_at_sha`; a `ShaView` leaves it empty)."""
 
     @property
     def failed(self) -> bool:
@@ -91,15 +96,9 @@ async def outcomes_at_sha(
 
     A test that failed in any run's latest attempt counts as failed (with that message).
     """
-    async with reading(engine) as conn:
-        return await _read_outcomes(conn, repository_id, head_sha)
-
-
-async def _read_outcomes(
-    conn: AsyncConnection, repository_id: int, head_sha: str
-) -> list[ShaOutcome]:
     merged: dict[int, ShaOutcome] = {}
-    rows = await _OUTCOMES_AT_SHA.all(conn, repository_id=repository_id, head_sha=head_sha)
+    async with reading(engine) as conn:
+        rows = await _OUTCOMES_AT_SHA.all(conn, repository_id=repository_id, head_sha=head_sha)
     for run_row_id, case_id, key, name, class_name, file, raw_outcome, message, signature in rows:
         current = merged.get(case_id)
         outcome = OUTCOMES[raw_outcome]
@@ -122,6 +121,129 @@ async def _read_outcomes(
         else:
             merged[case_id] = current._replace(runs=(*current.runs, run_row_id))
     return sorted(merged.values(), key=lambda o: o.test_case_id)
+
+
+class ShaView(NamedTuple):
+    """What a check run of a commit shows, read in two queries (`CheckRunRecord.view`)."""
+
+    total: int
+    passed: int
+    failed: int
+    skipped: int
+    shown: list[tuple[ShaOutcome, StoredScore | None, bool]]
+    """The tests worth showing: failed at the SHA, stored as flaky or suspected, or under
+    an active quarantine; each with its stored roll-up score and whether it is quarantined."""
+
+
+_SHOWN_VERDICTS: Final = (Verdict.FLAKY.value, Verdict.SUSPECTED.value)
+
+
+def _one_of(column: ColumnElement[Any], values: Iterable[str]) -> ColumnElement[bool]:
+    """`column IN (values)` as equalities: a `Prepared` statement holds no IN list."""
+    return or_(*(column == value for value in sorted(values)))
+
+
+def _sha_view_queries() -> tuple[Prepared, Prepared]:
+    """Per test at the SHA, one final result over the latest attempt of every run there:
+    a failing one if any (with its message), else a passing one, else what there is."""
+    w, e, c = table_of(WorkflowRunRow), table_of(ExecutionRow), table_of(CaseRow)
+    s, q = table_of(FlakeScoreRow), table_of(QuarantineRow)
+    repository_id = bindparam("repository_id", type_=w.c.repository_id.type)
+    head_sha = bindparam("head_sha", type_=w.c.head_sha.type)
+    latest = (
+        select(w.c.run_id, func.max(w.c.run_attempt).label("attempt"))
+        .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha)
+        .group_by(w.c.run_id)
+        .subquery()
+    )
+    failing = case((_one_of(e.c.outcome, FAILING), 1), else_=0)
+    passed = case((e.c.outcome == Outcome.PASSED.value, 1), else_=0)
+    final = (
+        select(
+            e.c.test_case_id,
+            e.c.outcome,
+            e.c.message,
+            e.c.signature,
+            func.row_number()
+            .over(
+                partition_by=e.c.test_case_id,
+                order_by=(failing.desc(), passed.desc(), w.c.id),
+            )
+            .label("choice"),
+        )
+        .select_from(
+            w.join(
+                latest, and_(w.c.run_id == latest.c.run_id, w.c.run_attempt == latest.c.attempt)
+            ).join(e, e.c.workflow_run_id == w.c.id)
+        )
+        .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha, e.c.is_final.is_(True))
+        .subquery()
+    )
+    chosen = final.c.choice == 1
+    counts = select(
+        func.count(),
+        func.coalesce(func.sum(case((final.c.outcome == Outcome.PASSED.value, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((_one_of(final.c.outcome, FAILING), 1), else_=0)), 0),
+        func.coalesce(func.sum(case((final.c.outcome == Outcome.SKIPPED.value, 1), else_=0)), 0),
+    ).where(chosen)
+    quarantined = (
+        select(q.c.id)
+        .where(q.c.test_case_id == final.c.test_case_id, q.c.state == QuarantineStatus.ACTIVE.value)
+        .exists()
+    )
+    shown = (
+        select(
+            final.c.test_case_id,
+            c.c.test_key,
+            c.c.name,
+            c.c.class_name,
+            c.c.file,
+            final.c.outcome,
+            final.c.message,
+            final.c.signature,
+            s.c.verdict,
+            s.c.score,
+            s.c.runs,
+            s.c.failures,
+            quarantined.label("quarantined"),
+        )
+        .select_from(
+            final.join(c, c.c.id == final.c.test_case_id).outerjoin(
+                s, and_(s.c.test_case_id == final.c.test_case_id, s.c.scope == ALL_ENVS)
+            )
+        )
+        .where(
+            chosen,
+            or_(
+                _one_of(final.c.outcome, FAILING),
+                _one_of(s.c.verdict, _SHOWN_VERDICTS),
+                quarantined,
+            ),
+        )
+    )
+    return Prepared(counts), Prepared(shown)
+
+
+_SHA_COUNTS, _SHA_SHOWN = _sha_view_queries()
+
+
+async def _read_view(conn: AsyncConnection, repository_id: int, head_sha: str) -> ShaView:
+    where = {"repository_id": repository_id, "head_sha": head_sha}
+    ((total, passed, failed, skipped),) = await _SHA_COUNTS.all(conn, **where)
+    shown: list[tuple[ShaOutcome, StoredScore | None, bool]] = []
+    for row in await _SHA_SHOWN.all(conn, **where):
+        case_id, key, name, class_name, file, outcome, message, signature = row[:8]
+        verdict, score, runs, failures, quarantined = row[8:]
+        stored = (
+            None
+            if verdict is None
+            else StoredScore(VERDICTS[verdict], float(score), int(runs), int(failures))
+        )
+        sha_outcome = ShaOutcome(
+            int(case_id), key, name, class_name, file, OUTCOMES[outcome], message, signature
+        )
+        shown.append((sha_outcome, stored, bool(quarantined)))
+    return ShaView(int(total), int(passed), int(failed), int(skipped), shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +291,11 @@ class CheckRunRecord:
         """The record's connection, for reads that belong under its lock."""
         return self._conn
 
-    async def outcomes(self) -> list[ShaOutcome]:
-        """`outcomes_at_sha` of the record's commit, read on its connection: under its lock,
-        so the last analysis to publish shows every run stored before it did."""
+    async def view(self) -> ShaView:
+        """What the commit's check run shows, read on the record's connection: under its
+        lock, so the last analysis to publish shows every run stored before it did."""
         repository_id, head_sha, _ = self._where
-        return await _read_outcomes(self._conn, repository_id, head_sha)
+        return await _read_view(self._conn, repository_id, head_sha)
 
     async def remember(self, check_run_id: int, now: datetime, annotated: frozenset[str]) -> None:
         """Record the check run's id and the annotations GitHub now holds."""

@@ -38,7 +38,7 @@ from flakeguard.core.scoring import ALL_ENVS
 
 # Enum lookups by value through a dict: `Verdict(value)` costs ~1 µs per row.
 OUTCOMES: Final = {o.value: o for o in Outcome}
-_VERDICTS = {v.value: v for v in Verdict}
+VERDICTS: Final = {v.value: v for v in Verdict}
 _QUARANTINE_STATES = {q.value: q for q in QuarantineStatus}
 _HISTORY_PARTITION_ROWS = 20_000
 
@@ -515,34 +515,10 @@ async def list_scored_tests(
 
 
 class StoredScore(NamedTuple):
-    """What listings and check runs need of a stored roll-up score (no evidence JSON); a
-    named tuple, made per case per analysis, like `CaseInfo`."""
+    """What a check run needs of a stored roll-up score (no evidence JSON); a named tuple,
+    like `CaseInfo`."""
 
     verdict: Verdict
     score: float
     runs: int
     failures: int
-
-
-async def load_stored_scores(
-    engine: AsyncEngine, cases: Sequence[CaseInfo], *, conn: AsyncConnection | None = None
-) -> dict[str, StoredScore]:
-    """The stored roll-up (scope "*") score of each case that has one, by test key (read on
-    `conn` when given)."""
-    if not cases:
-        return {}
-    s = table_of(FlakeScoreRow)
-    key_of = {c.id: c.test_key for c in cases}
-    out: dict[str, StoredScore] = {}
-    ids = list(key_of)
-    async with reading_on(engine, conn) as conn:
-        for start in range(0, len(ids), 5000):
-            rows = await conn.execute(
-                select(s.c.test_case_id, s.c.verdict, s.c.score, s.c.runs, s.c.failures).where(
-                    among(engine.dialect.name, s.c.test_case_id, ids[start : start + 5000]),
-                    s.c.scope == "*",
-                )
-            )
-            for case_id, verdict, score, runs, failures in rows.all():
-                out[key_of[case_id]] = StoredScore(_VERDICTS[verdict], score, runs, failures)
-    return out
