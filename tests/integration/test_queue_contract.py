@@ -257,3 +257,33 @@ async def test_dependency_outage_waits_without_using_attempts(
         assert len(calls) == 4
         assert done.attemptsMade == 1  # three outages cost no attempt
         assert done.data["_outageRetries"] == 3
+
+
+async def test_ingest_many_adds_in_one_round_trip_and_deduplicates_like_ingest(
+    queue_prefix: str, redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    """A poller's page goes in with `ingest_many`: a run already pending (added by a webhook)
+    and a run listed twice each give one job; every payload gets its job's id."""
+    settings = make_settings(
+        redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
+    )
+
+    def payload(run_id: int) -> RunsIngestPayload:
+        return RunsIngestPayload(
+            workflow_run_id=run_id,
+            repository=RepositoryRef(owner="acme", repo="bulk", installation_id=1),
+            metadata=RunMetadata(run_attempt=1),
+        )
+
+    async with runtime_for(settings, runs_root=tmp_path) as rt:
+        from_webhook = await rt.deps.producer.ingest(payload(2))
+        ids = await rt.deps.producer.ingest_many(
+            [payload(1), payload(2), payload(3), payload(1)], batch=3
+        )
+        queue = rt.deps.producer.queues[QueueName.RUNS_INGEST]
+        jobs = await queue.getJobs(["waiting", "prioritized"], 0, -1)
+    assert ids[1] == from_webhook.job_id
+    assert ids[3] == ids[0]
+    assert len(set(ids)) == 3
+    assert sorted(job.data["workflowRunId"] for job in jobs) == [1, 2, 3]
+    assert sorted(str(job.id) for job in jobs) == sorted(set(ids))

@@ -146,8 +146,8 @@ async def poll_repository(deps: Deps, state: PollState) -> int:
     if page.not_modified:
         return 0
     fresh = new_runs(page.runs, state.seen)
-    for run in fresh:
-        await deps.producer.ingest(
+    await deps.producer.ingest_many(
+        [
             RunsIngestPayload(
                 workflow_run_id=run.id,
                 repository=RepositoryRef(
@@ -165,7 +165,9 @@ async def poll_repository(deps: Deps, state: PollState) -> int:
                     created_at=run.created_at,
                 ),
             )
-        )
+            for run in fresh
+        ]
+    )
     cursor, seen = advance(state, fresh, now)
     await save_poll_state(
         deps.engine, state.repository_id, cursor=cursor, seen=seen, etag=page.etag, now=now
