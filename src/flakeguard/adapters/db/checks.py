@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, Join, and_, bindparam, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.db.engine import Prepared, dialect_insert, raw_connection, reading
@@ -55,8 +55,10 @@ class ShaOutcome(NamedTuple):
         return self.outcome in FAILING
 
 
-def _outcomes_at_sha_query() -> Prepared:
-    w, e, c = table_of(WorkflowRunRow), table_of(ExecutionRow), table_of(CaseRow)
+def _final_executions_at_sha() -> tuple[Join, ColumnElement[bool]]:
+    """FROM and WHERE of the final executions of the latest attempt of every run at the
+    SHA (the `repository_id` and `head_sha` parameters), for the queries below."""
+    w, e = table_of(WorkflowRunRow), table_of(ExecutionRow)
     repository_id = bindparam("repository_id", type_=w.c.repository_id.type)
     head_sha = bindparam("head_sha", type_=w.c.head_sha.type)
     latest = (
@@ -65,6 +67,18 @@ def _outcomes_at_sha_query() -> Prepared:
         .group_by(w.c.run_id)
         .subquery()
     )
+    joined = w.join(
+        latest, and_(w.c.run_id == latest.c.run_id, w.c.run_attempt == latest.c.attempt)
+    ).join(e, e.c.workflow_run_id == w.c.id)
+    where = and_(
+        w.c.repository_id == repository_id, w.c.head_sha == head_sha, e.c.is_final.is_(True)
+    )
+    return joined, where
+
+
+def _outcomes_at_sha_query() -> Prepared:
+    w, e, c = table_of(WorkflowRunRow), table_of(ExecutionRow), table_of(CaseRow)
+    executions, at_sha = _final_executions_at_sha()
     return Prepared(
         select(
             w.c.id,
@@ -77,12 +91,8 @@ def _outcomes_at_sha_query() -> Prepared:
             e.c.message,
             e.c.signature,
         )
-        .select_from(
-            w.join(latest, and_(w.c.run_id == latest.c.run_id, w.c.run_attempt == latest.c.attempt))
-            .join(e, e.c.workflow_run_id == w.c.id)
-            .join(c, c.c.id == e.c.test_case_id)
-        )
-        .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha, e.c.is_final.is_(True))
+        .select_from(executions.join(c, c.c.id == e.c.test_case_id))
+        .where(at_sha)
     )
 
 
@@ -148,14 +158,7 @@ def _sha_view_queries() -> tuple[Prepared, Prepared]:
     a failing one if any (with its message), else a passing one, else what there is."""
     w, e, c = table_of(WorkflowRunRow), table_of(ExecutionRow), table_of(CaseRow)
     s, q = table_of(FlakeScoreRow), table_of(QuarantineRow)
-    repository_id = bindparam("repository_id", type_=w.c.repository_id.type)
-    head_sha = bindparam("head_sha", type_=w.c.head_sha.type)
-    latest = (
-        select(w.c.run_id, func.max(w.c.run_attempt).label("attempt"))
-        .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha)
-        .group_by(w.c.run_id)
-        .subquery()
-    )
+    executions, at_sha = _final_executions_at_sha()
     failing = case((_one_of(e.c.outcome, FAILING), 1), else_=0)
     passed = case((e.c.outcome == Outcome.PASSED.value, 1), else_=0)
     final = (
@@ -171,12 +174,8 @@ def _sha_view_queries() -> tuple[Prepared, Prepared]:
             )
             .label("choice"),
         )
-        .select_from(
-            w.join(
-                latest, and_(w.c.run_id == latest.c.run_id, w.c.run_attempt == latest.c.attempt)
-            ).join(e, e.c.workflow_run_id == w.c.id)
-        )
-        .where(w.c.repository_id == repository_id, w.c.head_sha == head_sha, e.c.is_final.is_(True))
+        .select_from(executions)
+        .where(at_sha)
         .subquery()
     )
     chosen = final.c.choice == 1
