@@ -135,12 +135,23 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def build_scenario(args: argparse.Namespace) -> tuple[Scenario, tuple[RepoSpec, ...]]:
+    # Repository i belongs to installation i mod N (its own account): GitHub serialises and
+    # limits content-creating requests (check runs) per installation, and so does the client.
+    installations = tuple(
+        InstallationSpec(INSTALLATION_ID + k, "bench" if k == 0 else f"bench{k}")
+        for k in range(args.installations)
+    )
     repos = tuple(
-        RepoSpec(id=9100 + i, owner="bench", name=f"repo{i}", installation_id=INSTALLATION_ID)
+        RepoSpec(
+            id=9100 + i,
+            owner=installations[i % len(installations)].account_login,
+            name=f"repo{i}",
+            installation_id=installations[i % len(installations)].id,
+        )
         for i in range(args.repos)
     )
     scenario = Scenario(
-        installations=(InstallationSpec(INSTALLATION_ID, "bench"),),
+        installations=installations,
         repos=repos,
         artifact_templates={"junit": zip_members({"junit.xml": junit_xml(args.tests, SEED)})},
     )
@@ -357,6 +368,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
     api_total = sum(api.values())
     print(
         f"github_ingest: {runs} runs x {args.tests} tests, {args.repos} repos, "
+        f"{args.installations} installation(s), "
         f"concurrency {args.concurrency}/{args.analyze_concurrency}, "
         f"write spacing {args.write_spacing_ms} ms, event loop {result['loop']}"
     )
@@ -396,6 +408,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=600)
     parser.add_argument("--tests", type=int, default=500)
     parser.add_argument("--repos", type=int, default=3)
+    parser.add_argument(
+        "--installations",
+        type=int,
+        default=1,
+        help="spread the repositories over this many GitHub App installations",
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--analyze-concurrency", type=int, default=16)
     parser.add_argument("--write-spacing-ms", type=int, default=0)
