@@ -19,7 +19,7 @@ from flakeguard.adapters.db.history import (
     save_quarantine,
     select_cases,
 )
-from flakeguard.adapters.db.runs import find_run
+from flakeguard.adapters.db.runs import find_repository_run
 from flakeguard.adapters.db.tables import CheckRunRow, table_of
 from flakeguard.adapters.github.client import CheckRunBody, RepoCoords
 from flakeguard.adapters.queue.names import QueueName
@@ -350,7 +350,7 @@ async def test_analyses_of_one_commit_at_once_create_one_check_run(
         )
         repo = await find_repository(rt.deps.engine, "acme", "shop")
         assert repo is not None
-        run = await find_run(rt.deps.engine, repo.id, 3, 1)
+        _, run = await find_repository_run(rt.deps.engine, "acme", "shop", 3, 1)
         assert run is not None
         published = await asyncio.gather(*(publish_check_run(rt.deps, repo, run) for _ in range(3)))
         record_row = await stored_check_run_row(rt.deps.engine, repo.id, sha)
@@ -591,7 +591,7 @@ async def test_settled_tests_are_neither_rescored_nor_shown_but_a_failure_elsewh
         assert repo is not None
         row_ids = {}
         for run_id in plan:
-            stored = await find_run(rt.deps.engine, repo.id, run_id, 1)
+            _, stored = await find_repository_run(rt.deps.engine, "acme", "shop", run_id, 1)
             assert stored is not None
             row_ids[run_id] = stored.id
         first = await analyze_run(rt.deps, RunsAnalyzePayload(workflow_run_id=1, repository=ref))
@@ -607,7 +607,7 @@ async def test_settled_tests_are_neither_rescored_nor_shown_but_a_failure_elsewh
         (x,) = await select_cases(rt.deps.engine, repo.id, name_patterns=["test_x"])
         muted = manual_add(x.test_key, ALL_ENVS, reason="t", now=START, policy=QuarantinePolicy())
         await save_quarantine(rt.deps.engine, {x.test_key: x.id}, [muted])
-        run_2 = await find_run(rt.deps.engine, repo.id, 2, 1)
+        _, run_2 = await find_repository_run(rt.deps.engine, "acme", "shop", 2, 1)
         assert run_2 is not None
         await publish_check_run(rt.deps, repo, run_2)
         republished = checks.updates[-1][1]

@@ -660,43 +660,6 @@ class StoredRunInfo:
     workflow: str | None
 
 
-def _find_run_query() -> Prepared:
-    runs = table_of(WorkflowRunRow)
-    return Prepared(
-        select(
-            runs.c.id,
-            runs.c.run_id,
-            runs.c.run_attempt,
-            runs.c.head_sha,
-            runs.c.head_branch,
-            runs.c.conclusion,
-            runs.c.workflow,
-        ).where(
-            runs.c.repository_id == bindparam("repository_id", type_=runs.c.repository_id.type),
-            runs.c.run_id == bindparam("run_id", type_=runs.c.run_id.type),
-            runs.c.run_attempt == bindparam("attempt", type_=runs.c.run_attempt.type),
-        )
-    )
-
-
-_FIND_RUN: Final = _find_run_query()
-
-
-async def find_run(
-    engine: AsyncEngine, repository_id: int, run_id: int, attempt: int
-) -> StoredRunInfo | None:
-    async with reading(engine) as conn:
-        rows = await _FIND_RUN.all(
-            conn, repository_id=repository_id, run_id=run_id, attempt=attempt
-        )
-    if not rows:
-        return None
-    row_id, stored_run_id, run_attempt, head_sha, head_branch, conclusion, workflow = rows[0]
-    return StoredRunInfo(
-        int(row_id), stored_run_id, run_attempt, head_sha, head_branch, conclusion, workflow
-    )
-
-
 def _find_analysed_run_query() -> Prepared:
     r, w = table_of(RepositoryRow), table_of(WorkflowRunRow)
     return Prepared(
