@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from sqlalchemy import ColumnElement, Join, and_, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, Join, and_, bindparam, case, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from flakeguard.adapters.db.engine import Prepared, dialect_insert, raw_connection, reading
@@ -153,15 +153,24 @@ def _one_of(column: ColumnElement[Any], values: Iterable[str]) -> ColumnElement[
     return or_(*(column == value for value in sorted(values)))
 
 
-def _sha_view_queries() -> tuple[Prepared, Prepared]:
-    """Per test at the SHA, one final result over the latest attempt of every run there:
-    a failing one if any (with its message), else a passing one, else what there is."""
+def _sha_view_query() -> Prepared:
+    """The counts and the shown tests of a SHA's check run, in one statement.
+
+    Per test at the SHA, one final result over the latest attempt of every run there: a
+    failing one if any (with its message), else a passing one, else what there is. Every
+    row carries the counts; a row's test columns are NULL when no test is shown.
+
+    The plan is fixed by the shape, whatever the statistics say: the flagged scores and the
+    active quarantines are each read once (their `IN` sits under an `OR`, so PostgreSQL
+    hashes them) and only the shown tests are joined to their names and scores. Joining
+    every test of the SHA first cost ~4x as much (`bench/github_ingest.py`, issue 4).
+    """
     w, e, c = table_of(WorkflowRunRow), table_of(ExecutionRow), table_of(CaseRow)
     s, q = table_of(FlakeScoreRow), table_of(QuarantineRow)
     executions, at_sha = _final_executions_at_sha()
     failing = case((_one_of(e.c.outcome, FAILING), 1), else_=0)
     passed = case((e.c.outcome == Outcome.PASSED.value, 1), else_=0)
-    final = (
+    ranked = (
         select(
             e.c.test_case_id,
             e.c.outcome,
@@ -178,18 +187,22 @@ def _sha_view_queries() -> tuple[Prepared, Prepared]:
         .where(at_sha)
         .subquery()
     )
-    chosen = final.c.choice == 1
-    counts = select(
-        func.count(),
-        func.coalesce(func.sum(case((final.c.outcome == Outcome.PASSED.value, 1), else_=0)), 0),
-        func.coalesce(func.sum(case((_one_of(final.c.outcome, FAILING), 1), else_=0)), 0),
-        func.coalesce(func.sum(case((final.c.outcome == Outcome.SKIPPED.value, 1), else_=0)), 0),
-    ).where(chosen)
-    quarantined = (
-        select(q.c.id)
-        .where(q.c.test_case_id == final.c.test_case_id, q.c.state == QuarantineStatus.ACTIVE.value)
-        .exists()
+    final = (
+        select(ranked.c.test_case_id, ranked.c.outcome, ranked.c.message, ranked.c.signature)
+        .where(ranked.c.choice == 1)
+        .cte("final")
     )
+
+    def count_of(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    counts = select(
+        func.count().label("total"),
+        count_of(final.c.outcome == Outcome.PASSED.value).label("passed"),
+        count_of(_one_of(final.c.outcome, FAILING)).label("failed"),
+        count_of(final.c.outcome == Outcome.SKIPPED.value).label("skipped"),
+    ).cte("counts")
+    active = q.c.state == QuarantineStatus.ACTIVE.value
     shown = (
         select(
             final.c.test_case_id,
@@ -204,7 +217,10 @@ def _sha_view_queries() -> tuple[Prepared, Prepared]:
             s.c.score,
             s.c.runs,
             s.c.failures,
-            quarantined.label("quarantined"),
+            select(q.c.id)
+            .where(q.c.test_case_id == final.c.test_case_id, active)
+            .exists()
+            .label("quarantined"),
         )
         .select_from(
             final.join(c, c.c.id == final.c.test_case_id).outerjoin(
@@ -212,27 +228,33 @@ def _sha_view_queries() -> tuple[Prepared, Prepared]:
             )
         )
         .where(
-            chosen,
             or_(
                 _one_of(final.c.outcome, FAILING),
-                _one_of(s.c.verdict, _SHOWN_VERDICTS),
-                quarantined,
-            ),
+                final.c.test_case_id.in_(
+                    select(s.c.test_case_id).where(
+                        s.c.scope == ALL_ENVS, _one_of(s.c.verdict, _SHOWN_VERDICTS)
+                    )
+                ),
+                final.c.test_case_id.in_(select(q.c.test_case_id).where(active)),
+            )
         )
+        .subquery("shown")
     )
-    return Prepared(counts), Prepared(shown)
+    return Prepared(select(counts, shown).select_from(counts.outerjoin(shown, true())))
 
 
-_SHA_COUNTS, _SHA_SHOWN = _sha_view_queries()
+_SHA_VIEW: Final = _sha_view_query()
 
 
 async def _read_view(conn: AsyncConnection, repository_id: int, head_sha: str) -> ShaView:
-    where = {"repository_id": repository_id, "head_sha": head_sha}
-    ((total, passed, failed, skipped),) = await _SHA_COUNTS.all(conn, **where)
+    rows = await _SHA_VIEW.all(conn, repository_id=repository_id, head_sha=head_sha)
+    total, passed, failed, skipped = rows[0][:4]
     shown: list[tuple[ShaOutcome, StoredScore | None, bool]] = []
-    for row in await _SHA_SHOWN.all(conn, **where):
-        case_id, key, name, class_name, file, outcome, message, signature = row[:8]
-        verdict, score, runs, failures, quarantined = row[8:]
+    for row in rows:
+        case_id, key, name, class_name, file, outcome, message, signature = row[4:12]
+        if case_id is None:  # no test shown: the one row carries the counts only
+            continue
+        verdict, score, runs, failures, quarantined = row[12:]
         stored = (
             None
             if verdict is None
