@@ -275,6 +275,25 @@ async def test_blob_stalling_past_timeout_is_transient(emu: Emulator, clock: Fak
     assert len(emu.blob_requests()) == 4  # the first try and max_retries more, then the queue
 
 
+async def test_blob_stalling_once_mid_body_is_downloaded_again_from_the_start(
+    emu: Emulator, clock: FakeTime
+) -> None:
+    """The first half of the blob arrives, then nothing past the read timeout: the retry
+    starts the file over, so the sink holds the blob once, whole."""
+    blob = zip_members({f"r{i}.xml": (b"<testsuite name='%d'/>" % i) * 2_000 for i in range(8)})
+    emu.add_artifact_template("stall", blob)
+    emu.add_run("acme/widgets", 9011, artifacts=[("stall", "stall")])
+    artifact_id = emu.artifact_ids("acme/widgets", 9011)[0]
+    emu.faults.add_fault(".*", FaultKind.SLOW, target=FaultTarget.BLOB, delay_s=1.0, count=1)
+    sink = io.BytesIO(b"kept")  # what the sink held before stays
+    sink.seek(0, io.SEEK_END)
+    async with make_client(emu, clock, request_timeout_s=0.2, retry_base_s=0.01) as gh:
+        written = await gh.download_artifact(WIDGETS, artifact_id, sink, max_bytes=1 << 22)
+    assert written == len(blob)
+    assert sink.getvalue() == b"kept" + blob
+    assert [r.status for r in emu.blob_requests()] == [200, 200]
+
+
 async def test_blob_5xx_is_retried(emu: Emulator, clock: FakeTime) -> None:
     artifact_id = emu.artifact_ids("acme/widgets", 9002)[0]
     emu.faults.add_fault(".*", FaultKind.SERVER_ERROR, target=FaultTarget.BLOB, count=2)

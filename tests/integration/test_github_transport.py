@@ -1,11 +1,12 @@
-"""The GitHub client's wire layer (`AiohttpTransport`) against a raw loopback HTTP server.
+"""The GitHub client's HTTP layer (`HttpWire`) against a raw loopback HTTP server.
 
 The server is a plain asyncio socket server that records the bytes it receives and answers
 what each test scripts, including the broken answers a network gives: refused connections,
 silence, bodies cut short. What the tests pin down is what the client above relies on:
-requests leave with exactly httpx's headers and body, responses come back whole (status,
-repeated headers, streamed and decoded bodies), connections are reused, and every failure
-is an `httpx.TransportError` that names no URL.
+requests leave with exactly the headers given (and what HTTP needs) and a compact JSON
+body, responses come back whole (status, repeated headers, links, streamed and decoded
+bodies), connections are reused, and every failure is an `httpx.TransportError` that names
+no URL.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import gzip
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -22,7 +24,7 @@ import pytest
 
 from flakeguard.adapters.github.client import GitHubClient, GitHubConfig, RepoCoords
 from flakeguard.adapters.github.throttle import backoff_s
-from flakeguard.adapters.github.transport import AiohttpTransport
+from flakeguard.adapters.github.transport import HttpWire
 from flakeguard.emulator.server import generated_private_key_pem
 from flakeguard.errors import TransientJobError
 
@@ -88,15 +90,20 @@ def _response(status: str, headers: list[tuple[str, str]], body: bytes) -> bytes
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def _client(timeout_s: float = 5.0) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=AiohttpTransport(), timeout=timeout_s)
+@asynccontextmanager
+async def _client(timeout_s: float = 5.0) -> AsyncIterator[HttpWire]:
+    wire = HttpWire(user_agent="flakeguard-worker", timeout_s=timeout_s)
+    try:
+        yield wire
+    finally:
+        await wire.aclose()
 
 
 def _header_names(head: bytes) -> list[str]:
     return [line.split(b":")[0].decode().lower() for line in head.split(b"\r\n")[1:] if line]
 
 
-async def test_request_leaves_with_httpx_headers_and_body_only(
+async def test_request_leaves_with_the_given_headers_and_body_only(
     serve: Callable[[Answer], Awaitable[RawServer]],
 ) -> None:
     async def answer(head: bytes, writer: asyncio.StreamWriter) -> None:
@@ -104,24 +111,28 @@ async def test_request_leaves_with_httpx_headers_and_body_only(
 
     server = await serve(answer)
     async with _client() as client:
-        response = await client.post(
+        response = await client.request(
+            "POST",
             f"{server.url}/repos/o/r/check-runs?x=1",
-            json={"name": "FlakeGuard"},
-            headers={"Authorization": "token secret", "User-Agent": "flakeguard-worker"},
+            params={"created": ">=2026-11-29T08:00:00Z", "per_page": 100},
+            json={"name": "FlakeGuard", "title": "Flaky — 2"},
+            headers={"Authorization": "token secret", "Accept": "application/vnd.github+json"},
         )
     assert response.status_code == 201
-    assert response.reason_phrase == "Created"
-    assert response.http_version == "HTTP/1.1"
+    assert response.reason == "Created"
+    assert response.json() == {}
     head, body = server.requests[0]
-    assert head.startswith(b"POST /repos/o/r/check-runs?x=1 HTTP/1.1\r\n")
-    assert body == b'{"name":"FlakeGuard"}'
-    # What httpx put on the request, and nothing aiohttp would add on its own.
+    assert head.startswith(
+        b"POST /repos/o/r/check-runs?x=1&created=%3E%3D2026-11-29T08%3A00%3A00Z&per_page=100"
+        b" HTTP/1.1\r\n"
+    )
+    assert body == '{"name":"FlakeGuard","title":"Flaky — 2"}'.encode()
+    # The headers given, the wire's two, what HTTP needs; nothing aiohttp adds by itself.
     assert sorted(_header_names(head)) == sorted(
         [
             "host",
             "accept",
             "accept-encoding",
-            "connection",
             "user-agent",
             "authorization",
             "content-length",
@@ -129,6 +140,7 @@ async def test_request_leaves_with_httpx_headers_and_body_only(
         ]
     )
     assert b"\r\nUser-Agent: flakeguard-worker\r\n" in head
+    assert b"\r\nAccept-Encoding: gzip, deflate\r\n" in head
     assert b"\r\nContent-Type: application/json\r\n" in head
 
 
@@ -170,17 +182,18 @@ async def test_repeated_headers_gzip_and_streamed_chunks_come_back_whole(
 
     server = await serve(answer)
     async with _client() as client:
-        decoded = await client.get(f"{server.url}/json")
+        decoded = await client.request("GET", f"{server.url}/json")
         chunks: list[bytes] = []
         async with client.stream("GET", f"{server.url}/big") as response:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():
                 chunks.append(chunk)
     assert decoded.json() == {"ok": True}
-    assert decoded.headers.get_list("link") == [
+    assert decoded.headers.getall("link") == [
         '<http://a/?page=2>; rel="next"',
         '<http://a/?page=9>; rel="last"',
     ]
     assert decoded.links["next"]["url"] == "http://a/?page=2"
+    assert decoded.links["last"] == {"url": "http://a/?page=9", "rel": "last"}
     assert b"".join(chunks) == payload
     assert len(chunks) > 1
     # Both requests went over one kept-alive connection.
@@ -194,7 +207,7 @@ async def test_refused_connection_is_a_connect_error() -> None:
     # Nothing listens on `port` now.
     async with _client() as client:
         with pytest.raises(httpx.ConnectError) as raised:
-            await client.get(f"http://127.0.0.1:{port}/secret-path?sig=abc")
+            await client.request("GET", f"http://127.0.0.1:{port}/secret-path?sig=abc")
     assert "secret-path" not in str(raised.value)
     assert "sig=abc" not in str(raised.value)
 
@@ -206,11 +219,11 @@ async def test_silence_is_a_read_timeout(serve: Callable[[Answer], Awaitable[Raw
     server = await serve(answer)
     async with _client(timeout_s=0.2) as client:
         with pytest.raises(httpx.TimeoutException):
-            await client.get(f"{server.url}/slow")
+            await client.request("GET", f"{server.url}/slow")
 
 
 async def test_a_server_that_stops_reading_the_body_times_out() -> None:
-    """aiohttp has no write timeout; the transport bounds the request phase itself."""
+    """aiohttp has no write timeout; the wire bounds the request phase itself."""
     held: list[asyncio.StreamWriter] = []
 
     async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -223,7 +236,7 @@ async def test_a_server_that_stops_reading_the_body_times_out() -> None:
             started = time.monotonic()
             with pytest.raises(httpx.TimeoutException):
                 # 50 MB: far more than the socket buffers take without a reader.
-                await client.post(f"http://127.0.0.1:{port}/up", content=b"x" * 50_000_000)
+                await client.request("POST", f"http://127.0.0.1:{port}/up", json="x" * 50_000_000)
             assert time.monotonic() - started < 5
     finally:
         for writer in held:
@@ -242,7 +255,7 @@ async def test_a_body_cut_short_is_a_transport_error_without_the_url(
 
     server = await serve(answer)
 
-    async def read_all(client: httpx.AsyncClient) -> None:
+    async def read_all(client: HttpWire) -> None:
         async with client.stream("GET", f"{server.url}/blob?sig=secret") as response:
             async for _ in response.aiter_bytes():
                 pass
@@ -304,6 +317,6 @@ async def test_a_body_left_unread_closes_its_connection(
         async with client.stream("GET", f"{server.url}/big") as response:
             async for _ in response.aiter_bytes():
                 break  # over budget: stop after the first chunk
-        follow_up = await client.get(f"{server.url}/small")
+        follow_up = await client.request("GET", f"{server.url}/small")
     assert follow_up.content == b"small"
     assert server.connections == 2

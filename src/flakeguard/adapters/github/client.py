@@ -1,4 +1,4 @@
-"""The GitHub App client: the ~10 REST endpoints the worker uses, on `httpx.AsyncClient`.
+"""The GitHub App client: the ~10 REST endpoints the worker uses, on `transport.HttpWire`.
 
 Contract (see notes/github.md):
 - Authentication: the App JWT on `/app*`, an installation token everywhere else (auth.py).
@@ -42,7 +42,7 @@ from flakeguard.adapters.github.throttle import (
     parse_rate_limit,
     plan_retry,
 )
-from flakeguard.adapters.github.transport import AiohttpTransport
+from flakeguard.adapters.github.transport import HttpResponse, HttpWire
 from flakeguard.core.reporting import (
     Action,
     Annotation,
@@ -290,7 +290,7 @@ class _Auth(StrEnum):
     INSTALLATION = "installation"
 
 
-def _message_of(response: httpx.Response) -> str:
+def _message_of(response: HttpResponse) -> str:
     """GitHub's `message` field (short), or the start of the body; never request headers."""
     try:
         data = response.json()
@@ -374,7 +374,6 @@ class GitHubClient:
         config: GitHubConfig,
         *,
         observer: GitHubObserver | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = time.time,
         sleep: Sleep | None = None,
     ) -> None:
@@ -382,12 +381,7 @@ class GitHubClient:
         self._observer = observer
         self._clock = clock
         self._api_url = config.api_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            transport=transport or AiohttpTransport(),
-            timeout=httpx.Timeout(config.request_timeout_s),
-            follow_redirects=False,
-            headers={"User-Agent": config.user_agent},
-        )
+        self._http = HttpWire(user_agent=config.user_agent, timeout_s=config.request_timeout_s)
         throttle_kwargs: dict[str, Any] = {"clock": clock}
         if sleep is not None:
             throttle_kwargs["sleep"] = sleep
@@ -623,7 +617,7 @@ class GitHubClient:
         )
 
     @staticmethod
-    def _json_object(response: httpx.Response) -> dict[str, Any]:
+    def _json_object(response: HttpResponse) -> dict[str, Any]:
         try:
             data = response.json()
         except ValueError:
@@ -707,7 +701,7 @@ class GitHubClient:
         )
 
     def _observe(
-        self, endpoint: str, installation_id: int | None, response: httpx.Response, started: float
+        self, endpoint: str, installation_id: int | None, response: HttpResponse, started: float
     ) -> None:
         duration_s = time.perf_counter() - started
         state = parse_rate_limit(response.headers)
@@ -733,7 +727,7 @@ class GitHubClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         is_auth: bool = False,
-    ) -> httpx.Response:
+    ) -> HttpResponse:
         """One API request with throttling, rate-limit waits, retries and token refresh."""
         config = self._config
         is_write = method not in ("GET", "HEAD")
@@ -818,17 +812,19 @@ class GitHubClient:
     async def _download_blob(
         self, location: str, artifact_id: int, sink: BinaryIO, *, max_bytes: int
     ) -> int | None:
-        """Stream the signed blob URL into `sink`; None when the URL was refused (expired)."""
+        """Stream the signed blob URL into `sink`; None when the URL was refused (expired).
+
+        A download cut short (a dropped connection, a stall past the read timeout) is tried
+        again from the start, `sink` rewound to where it began."""
         config = self._config
         retry_count = 0
+        start = sink.tell()
         while True:
             started = time.perf_counter()
             written = 0
             try:
                 # A bare request: no Authorization, no GitHub headers, for another origin.
-                async with self._http.stream(
-                    "GET", location, headers={"User-Agent": config.user_agent}
-                ) as response:
+                async with self._http.stream("GET", location) as response:
                     status = response.status_code
                     if status == 200:
                         declared = response.headers.get("content-length")
@@ -851,10 +847,13 @@ class GitHubClient:
                     else:
                         await response.aread()
             except httpx.TransportError as exc:
-                if written or retry_count >= config.max_retries:
+                if retry_count >= config.max_retries:
                     raise TransientJobError(
                         f"artifact {artifact_id}: blob download failed ({type(exc).__name__})"
                     ) from None
+                if written:
+                    sink.seek(start)
+                    sink.truncate()
                 status = 0
             if self._observer is not None:
                 self._observer.on_response("GET blob", status, time.perf_counter() - started)
