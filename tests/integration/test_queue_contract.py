@@ -14,7 +14,12 @@ from sqlalchemy import func, select
 
 from flakeguard.adapters.db.tables import ExecutionRow, WorkflowRunRow
 from flakeguard.adapters.queue.names import QueueName
-from flakeguard.adapters.queue.payloads import RepositoryRef, RunMetadata, RunsIngestPayload
+from flakeguard.adapters.queue.payloads import (
+    RepositoryRef,
+    RunMetadata,
+    RunsAnalyzePayload,
+    RunsIngestPayload,
+)
 from flakeguard.adapters.queue.runner import (
     JobContext,
     QueueHandler,
@@ -287,3 +292,36 @@ async def test_ingest_many_adds_in_one_round_trip_and_deduplicates_like_ingest(
     assert len(set(ids)) == 3
     assert sorted(job.data["workflowRunId"] for job in jobs) == [1, 2, 3]
     assert sorted(str(job.id) for job in jobs) == sorted(set(ids))
+
+
+async def test_follow_up_analysis_deduplicates_like_analyze(
+    queue_prefix: str, redis_url: str, pg_url: str, tmp_path: Path
+) -> None:
+    """The analysis an ingestion adds (one round trip) joins a pending one for the same run
+    attempt, whichever way that one came, and returns its id."""
+    settings = make_settings(
+        redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
+    )
+    repo = RepositoryRef(owner="acme", repo="follow", installation_id=1)
+    async with runtime_for(settings, runs_root=tmp_path) as rt:
+        producer = rt.deps.producer
+        from_api = await producer.analyze(RunsAnalyzePayload(workflow_run_id=7, repository=repo))
+        again = await producer.follow_up_analysis(
+            RunsAnalyzePayload(workflow_run_id=7, repository=repo)
+        )
+        first = await producer.follow_up_analysis(
+            RunsAnalyzePayload(workflow_run_id=8, repository=repo, run_attempt=2)
+        )
+        second = await producer.follow_up_analysis(
+            RunsAnalyzePayload(workflow_run_id=8, repository=repo, run_attempt=2)
+        )
+        other_attempt = await producer.follow_up_analysis(
+            RunsAnalyzePayload(workflow_run_id=8, repository=repo, run_attempt=3)
+        )
+        jobs = await producer.queues[QueueName.RUNS_ANALYZE].getJobs(
+            ["waiting", "prioritized"], 0, -1
+        )
+    assert again == from_api.job_id
+    assert second == first
+    assert len({from_api.job_id, first, other_attempt}) == 3
+    assert sorted(str(job.id) for job in jobs) == sorted({from_api.job_id, first, other_attempt})

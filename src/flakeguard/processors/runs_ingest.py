@@ -41,7 +41,7 @@ async def ingest(
     )
     if stored.created:
         deps.metrics.test_results_ingested.inc(stored.executions)
-    analysis = await deps.producer.analyze(
+    analysis_job_id = await deps.producer.follow_up_analysis(
         RunsAnalyzePayload(
             workflow_run_id=payload.workflow_run_id,
             repository=repo,
@@ -55,7 +55,7 @@ async def ingest(
         cases=stored.cases,
         executions=stored.executions,
         problems=len(stored.problems),
-        analysis_job=analysis.job_id,
+        analysis_job=analysis_job_id,
     )
     if stored.created and stored.cases == 0 and stored.problems:
         reasons = "; ".join(f"{p.source}: {p.reason}" for p in stored.problems[:5])
@@ -66,7 +66,7 @@ async def ingest(
         "cases": stored.cases,
         "executions": stored.executions,
         "problems": [{"source": p.source, "reason": p.reason} for p in stored.problems[:50]],
-        "analysisJobId": analysis.job_id,
+        "analysisJobId": analysis_job_id,
     }
 
 

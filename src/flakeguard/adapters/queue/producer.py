@@ -140,6 +140,20 @@ class JobProducer:
             QueueName.RUNS_ANALYZE, payload, priority=payload.priority, dedup_id=payload.dedup_key()
         )
 
+    async def follow_up_analysis(self, payload: RunsAnalyzePayload) -> str:
+        """Add the analysis that follows an ingestion, deduplicated as `analyze` does;
+        returns the job id (a pending job's, when one holds the dedup key).
+
+        One round trip: whether the add was deduplicated is not looked up first, as
+        `analyze` does for the callers that report it (API, CLI, webhooks).
+        """
+        job = await self.queues[QueueName.RUNS_ANALYZE].add(
+            _JOB_NAMES[QueueName.RUNS_ANALYZE],
+            payload.to_job_data(),
+            self.job_options(payload.priority, payload.dedup_key()),
+        )
+        return str(job.id)
+
     async def recompute(self, payload: RecomputePayload, dedup_id: str | None = None) -> Enqueued:
         return await self.enqueue(
             QueueName.TESTS_RECOMPUTE,
