@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from flakeguard.adapters.db.runs import CaseIdCaches
+from flakeguard.adapters.db.runs import CaseIdCaches, RepositoryIds
 from flakeguard.adapters.queue.payloads import RunsIngestPayload
 from flakeguard.adapters.queue.producer import JobProducer
 from flakeguard.adapters.sources import RunReports
@@ -53,3 +53,5 @@ class Deps:
     checks: CheckPublisher | None = None
     case_ids: CaseIdCaches = field(default_factory=CaseIdCaches)
     """Test-case ids by repository, learned by `runs-ingest` (one per worker process)."""
+    repository_ids: RepositoryIds = field(default_factory=RepositoryIds)
+    """Repository rows by owner and name, as `runs-ingest` last saw them (one per process)."""

@@ -1,4 +1,4 @@
-"""`ensure_repository`: created once, a read when nothing changed, updated when it did."""
+"""`ensure_repository`: created once, read (or cached) when nothing changed, else updated."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from flakeguard.adapters.db.engine import create_engine, database_url, migrate
-from flakeguard.adapters.db.runs import ensure_repository
+from flakeguard.adapters.db.runs import RepositoryIds, ensure_repository
 from flakeguard.adapters.db.tables import RepositoryRow, table_of
 
 pytestmark = pytest.mark.integration
@@ -55,5 +55,48 @@ async def test_created_once_then_updated_only_on_change(
         assert count == 1
         assert (row.installation_id, row.default_branch) == (42, "trunk")
         assert row.updated_at.replace(tzinfo=UTC) == later
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+async def test_known_rows_answer_without_the_database_until_a_payload_differs(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    """`known` (one process's `RepositoryIds`): a row up to date is answered from it; a new
+    installation goes to the database, which writes it, and the cache follows."""
+    url = request.getfixturevalue("pg_url" if backend == "postgresql" else "sqlite_url")
+    engine = create_engine(database_url(url, Path(".")))
+    t = table_of(RepositoryRow)
+    known = RepositoryIds(max_entries=2)
+    try:
+        await migrate(engine)
+        repo_id = await ensure_repository(
+            engine, "acme", "shop", now=NOW, installation_id=7, known=known
+        )
+        assert known.get("acme", "shop") == (repo_id, 7, "main")
+        # Another process moves the repository to installation 8: this process's payloads
+        # that still name 7 (or none) are answered from the cache, without a read.
+        async with engine.begin() as conn:
+            await conn.execute(t.update().values(installation_id=8))
+        assert (
+            await ensure_repository(engine, "acme", "shop", now=NOW, installation_id=7, known=known)
+            == repo_id
+        )
+        assert await ensure_repository(engine, "acme", "shop", now=NOW, known=known) == repo_id
+        assert known.get("acme", "shop") == (repo_id, 7, "main")
+        # A payload naming installation 9 differs from the cache: read, written, cached.
+        assert (
+            await ensure_repository(engine, "acme", "shop", now=NOW, installation_id=9, known=known)
+            == repo_id
+        )
+        assert known.get("acme", "shop") == (repo_id, 9, "main")
+        async with engine.connect() as conn:
+            assert await conn.scalar(select(t.c.installation_id)) == 9
+        # Bounded: the oldest entry goes first.
+        for name in ("a", "b"):
+            await ensure_repository(engine, "acme", name, now=NOW, known=known)
+        assert known.get("acme", "shop") is None
+        assert known.get("acme", "b") is not None
     finally:
         await engine.dispose()

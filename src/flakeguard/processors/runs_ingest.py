@@ -29,7 +29,12 @@ async def ingest(
     opened = await deps.run_source.open_run(payload)
     repo = payload.repository
     repository_id = await ensure_repository(
-        deps.engine, repo.owner, repo.repo, now=now, installation_id=repo.installation_id
+        deps.engine,
+        repo.owner,
+        repo.repo,
+        now=now,
+        installation_id=repo.installation_id,
+        known=deps.repository_ids,
     )
     stored = await store_run(
         deps.engine,

@@ -160,6 +160,42 @@ class CaseIdCaches:
 
 
 @dataclass(slots=True)
+class RepositoryIds:
+    """One worker process's repository rows as `ensure_repository` last read or wrote them:
+    (owner, name) -> (id, installation_id, default_branch).
+
+    Every `runs-ingest` job names its repository: a row already up to date needs no
+    connection and no read. Repository rows are never deleted, so a cached id stays right;
+    a payload whose installation or default branch differs from the cached one goes to the
+    database, which updates the row and the cache. Bounded: past `max_entries`, the oldest
+    entries are dropped.
+    """
+
+    max_entries: int = 10_000
+    _rows: dict[tuple[str, str], tuple[int, int | None, str]] = field(default_factory=dict)
+
+    def get(self, owner: str, name: str) -> tuple[int, int | None, str] | None:
+        return self._rows.get((owner, name))
+
+    def put(self, owner: str, name: str, row: tuple[int, int | None, str]) -> None:
+        rows = self._rows
+        rows.pop((owner, name), None)
+        rows[(owner, name)] = row
+        while len(rows) > self.max_entries:
+            del rows[next(iter(rows))]
+
+
+def _up_to_date(
+    row: tuple[int, int | None, str], installation_id: int | None, default_branch: str | None
+) -> bool:
+    _, found_installation, found_branch = row
+    return installation_id in (None, found_installation) and default_branch in (
+        None,
+        found_branch,
+    )
+
+
+@dataclass(slots=True)
 class StoredRun:
     workflow_run_id: int | None
     created: bool
@@ -190,19 +226,26 @@ async def ensure_repository(
     installation_id: int | None = None,
     default_branch: str | None = None,
     github_id: int | None = None,
+    known: RepositoryIds | None = None,
 ) -> int:
     """The repository's id, creating the row on first sight (race-safe).
 
-    The common case (the row exists and nothing changed) is one read, outside a transaction.
+    The common case (the row exists and nothing changed) is one read, outside a transaction,
+    or none when `known` holds the row up to date.
     """
+    if known is not None:
+        cached = known.get(owner, name)
+        if cached is not None and _up_to_date(cached, installation_id, default_branch):
+            return cached[0]
     table = table_of(RepositoryRow)
     async with reading(engine) as conn:
         found = await _REPOSITORY_ID.all(conn, owner=owner, name=name)
     if found:
-        found_id, found_installation, found_branch = found[0]
-        same_installation = installation_id in (None, found_installation)
-        if same_installation and default_branch in (None, found_branch):
-            return int(found_id)
+        found_row = (int(found[0][0]), found[0][1], str(found[0][2]))
+        if _up_to_date(found_row, installation_id, default_branch):
+            if known is not None:
+                known.put(owner, name, found_row)
+            return found_row[0]
     query = _REPOSITORY_ID.statement
     async with engine.begin() as conn:
         stmt = (
@@ -230,7 +273,17 @@ async def ensure_repository(
             await conn.execute(
                 update(table).where(table.c.id == row.id).values(updated_at=now, **changes)
             )
-        return int(row.id)
+    if known is not None:
+        known.put(
+            owner,
+            name,
+            (
+                int(row.id),
+                changes.get("installation_id", row.installation_id),
+                str(changes.get("default_branch", row.default_branch)),
+            ),
+        )
+    return int(row.id)
 
 
 # Statements run for every run, built once as `Prepared`: on PostgreSQL they go through
