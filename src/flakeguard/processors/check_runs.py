@@ -116,8 +116,9 @@ async def publish_check_run(deps: Deps, repo: RepositoryInfo, run: StoredRunInfo
 
     It shows what the database holds for the commit, under the check-run record's lock:
     the latest attempt of every run at the SHA, and the stored scores and quarantines of
-    the tests worth showing (an analysis has stored its own before it publishes). Two
-    queries: the counts, and the few tests shown (`checks.ShaView`), not every test.
+    the tests worth showing (an analysis has stored its own before it publishes). One
+    query reads our check-run row, the counts and the few tests shown (`checks.ShaView`),
+    not every test.
 
     The database row is the record of our check run per commit: if it was lost (a restored
     database), a second check run appears for that commit; accepted to save a lookup call
@@ -128,7 +129,7 @@ async def publish_check_run(deps: Deps, repo: RepositoryInfo, run: StoredRunInfo
     name = deps.settings.check_run_name
     coords = RepoCoords(repo.owner, repo.name, repo.installation_id)
     async with check_run_record(deps.engine, repo.id, run.head_sha, name) as record:
-        view = await record.view()
+        stored, view = await record.read()
         outcomes = [outcome for outcome, _, _ in view.shown]
         scores = {o.test_key: score for o, score, _ in view.shown if score is not None}
         quarantined = {o.test_key: o.test_case_id for o, _, flag in view.shown if flag}
@@ -151,7 +152,6 @@ async def publish_check_run(deps: Deps, repo: RepositoryInfo, run: StoredRunInfo
             default_branch=repo.default_branch,
         )
         body = check_run_body(name, run.head_sha, render_check_run(report))
-        stored = record.stored
         sent = {annotation_key(a): a for a in body.annotations}
         if stored is None:
             # Our row is the record of the commit's check run: one API call, no lookup first.

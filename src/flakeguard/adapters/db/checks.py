@@ -134,7 +134,7 @@ async def outcomes_at_sha(
 
 
 class ShaView(NamedTuple):
-    """What a check run of a commit shows, read in two queries (`CheckRunRecord.view`)."""
+    """What a check run of a commit shows, read with our check-run row (`CheckRunRecord.read`)."""
 
     total: int
     passed: int
@@ -240,31 +240,48 @@ def _sha_view_query() -> Prepared:
         )
         .subquery("shown")
     )
-    return Prepared(select(counts, shown).select_from(counts.outerjoin(shown, true())))
+    r = table_of(CheckRunRow)
+    ours = and_(
+        r.c.repository_id == bindparam("repository_id", type_=r.c.repository_id.type),
+        r.c.head_sha == bindparam("head_sha", type_=r.c.head_sha.type),
+        r.c.name == bindparam("name", type_=r.c.name.type),
+    )
+    return Prepared(
+        select(counts, r.c.check_run_id, r.c.annotated, shown).select_from(
+            counts.outerjoin(r, ours).outerjoin(shown, true())
+        )
+    )
 
 
 _SHA_VIEW: Final = _sha_view_query()
 
 
-async def _read_view(conn: AsyncConnection, repository_id: int, head_sha: str) -> ShaView:
-    rows = await _SHA_VIEW.all(conn, repository_id=repository_id, head_sha=head_sha)
-    total, passed, failed, skipped = rows[0][:4]
+async def _read_record(
+    conn: AsyncConnection, repository_id: int, head_sha: str, name: str
+) -> tuple[StoredCheckRun | None, ShaView]:
+    rows = await _SHA_VIEW.all(conn, repository_id=repository_id, head_sha=head_sha, name=name)
+    total, passed, failed, skipped, check_run_id, annotated = rows[0][:6]
+    stored = (
+        None
+        if check_run_id is None
+        else StoredCheckRun(int(check_run_id), frozenset(annotated or ()))
+    )
     shown: list[tuple[ShaOutcome, StoredScore | None, bool]] = []
     for row in rows:
-        case_id, key, name, class_name, file, outcome, message, signature = row[4:12]
+        case_id, key, test_name, class_name, file, outcome, message, signature = row[6:14]
         if case_id is None:  # no test shown: the one row carries the counts only
             continue
-        verdict, score, runs, failures, quarantined = row[12:]
-        stored = (
+        verdict, score, runs, failures, quarantined = row[14:]
+        score_of = (
             None
             if verdict is None
             else StoredScore(VERDICTS[verdict], float(score), int(runs), int(failures))
         )
         sha_outcome = ShaOutcome(
-            int(case_id), key, name, class_name, file, OUTCOMES[outcome], message, signature
+            int(case_id), key, test_name, class_name, file, OUTCOMES[outcome], message, signature
         )
-        shown.append((sha_outcome, stored, bool(quarantined)))
-    return ShaView(int(total), int(passed), int(failed), int(skipped), shown)
+        shown.append((sha_outcome, score_of, bool(quarantined)))
+    return stored, ShaView(int(total), int(passed), int(failed), int(skipped), shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,29 +311,20 @@ no coroutine holds or waits on them."""
 class CheckRunRecord:
     """Our row for one commit's check run, held exclusively: see `check_run_record`."""
 
-    def __init__(
-        self,
-        conn: AsyncConnection,
-        repository_id: int,
-        head_sha: str,
-        name: str,
-        stored: StoredCheckRun | None,
-    ) -> None:
+    def __init__(self, conn: AsyncConnection, repository_id: int, head_sha: str, name: str) -> None:
         self._conn = conn
         self._where = (repository_id, head_sha, name)
-        self.stored = stored
-        """The check run created before for this commit, None if none was."""
 
     @property
     def connection(self) -> AsyncConnection:
         """The record's connection, for reads that belong under its lock."""
         return self._conn
 
-    async def view(self) -> ShaView:
-        """What the commit's check run shows, read on the record's connection: under its
-        lock, so the last analysis to publish shows every run stored before it did."""
-        repository_id, head_sha, _ = self._where
-        return await _read_view(self._conn, repository_id, head_sha)
+    async def read(self) -> tuple[StoredCheckRun | None, ShaView]:
+        """The check run created before for this commit (None if none was) and what the
+        check run shows, in one statement on the record's connection: under its lock, so
+        the last analysis to publish shows every run stored before it did."""
+        return await _read_record(self._conn, *self._where)
 
     async def remember(self, check_run_id: int, now: datetime, annotated: frozenset[str]) -> None:
         """Record the check run's id and the annotations GitHub now holds."""
@@ -351,30 +359,6 @@ def _upsert_check_run(dialect: str) -> Prepared:
     )
 
 
-def _stored_query() -> Prepared:
-    t = table_of(CheckRunRow)
-    return Prepared(
-        select(t.c.check_run_id, t.c.annotated).where(
-            t.c.repository_id == bindparam("repository_id", type_=t.c.repository_id.type),
-            t.c.head_sha == bindparam("head_sha", type_=t.c.head_sha.type),
-            t.c.name == bindparam("name", type_=t.c.name.type),
-        )
-    )
-
-
-_STORED: Final = _stored_query()
-
-
-async def _stored(
-    conn: AsyncConnection, repository_id: int, head_sha: str, name: str
-) -> StoredCheckRun | None:
-    rows = await _STORED.all(conn, repository_id=repository_id, head_sha=head_sha, name=name)
-    if not rows:
-        return None
-    ((check_run_id, annotated),) = rows
-    return StoredCheckRun(int(check_run_id), frozenset(annotated or ()))
-
-
 @asynccontextmanager
 async def check_run_record(
     engine: AsyncEngine, repository_id: int, head_sha: str, name: str
@@ -383,7 +367,8 @@ async def check_run_record(
     while GitHub is called, so two analyses of one commit never both create a check run.
 
     One connection in autocommit does it all: on PostgreSQL a session advisory lock on a
-    63-bit hash of (repository, SHA, name), the read of the row, its upsert, the unlock (no
+    63-bit hash of (repository, SHA, name), the read of the row with what the check run
+    shows (`CheckRunRecord.read`), its upsert, the unlock (no
     transaction is left open during the GitHub call). SQLite (one embedded process): an
     in-process lock around the same connection work.
     """
@@ -394,8 +379,7 @@ async def check_run_record(
         async with reading(engine) as conn, raw_connection(conn) as driver:
             await driver.execute("SELECT pg_advisory_lock($1)", key)
             try:
-                stored = await _stored(conn, repository_id, head_sha, name)
-                yield CheckRunRecord(conn, repository_id, head_sha, name, stored)
+                yield CheckRunRecord(conn, repository_id, head_sha, name)
             finally:
                 await driver.execute("SELECT pg_advisory_unlock($1)", key)
         return
@@ -404,5 +388,4 @@ async def check_run_record(
         lock = asyncio.Lock()
         _LOCAL_LOCKS[key] = lock
     async with lock, reading(engine) as conn:
-        stored = await _stored(conn, repository_id, head_sha, name)
-        yield CheckRunRecord(conn, repository_id, head_sha, name, stored)
+        yield CheckRunRecord(conn, repository_id, head_sha, name)
