@@ -14,13 +14,16 @@ API calls are counted from the emulator's request log (API origin only; blob dow
 listed apart). Job latency = finish time - enqueue time of each `runs-ingest` job.
 
     python bench/github_ingest.py [--runs 600] [--tests 500] [--concurrency 16]
-                                   [--analyze-concurrency 16] [--write-spacing-ms 0]
+                                   [--analyze-concurrency 32] [--write-spacing-ms 0]
 
-Concurrency 16 for `runs-analyze` as for `runs-ingest` (WORKER_CONCURRENCY and
-HIGH_PRIORITY_CONCURRENCY): an analysis mostly waits for its repository's shared scoring
+Concurrency 16 for `runs-ingest` (WORKER_CONCURRENCY) and 32 for `runs-analyze`
+(HIGH_PRIORITY_CONCURRENCY): an analysis mostly waits for its repository's shared scoring
 pass, so its concurrency sets how many runs a pass covers. Run side by side with 8
 (2026-11-29, two processes at once so that both see the same machine), 16 cost 0.85-0.88
-of the CPU per run.
+of the CPU per run. Later the same day (600 runs, alternated): 16 gave 2,177-2,447
+runs/min at 19.2-20.7 ms/run with ~7.6 runs a pass; 32 gave 2,575-2,651 at 17.2-18.5
+(~13.6 a pass); 48 2,525-2,654 at 17.1-17.9 (~18); 96 2,226-2,470 (~23, analyses waiting
+up to 1.6 s for their pass).
 
 Target (issue 4): >= 3,000 runs/min and <= 4 API calls per run.
 """
@@ -423,7 +426,7 @@ def main() -> None:
         help="spread the repositories over this many GitHub App installations",
     )
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--analyze-concurrency", type=int, default=16)
+    parser.add_argument("--analyze-concurrency", type=int, default=32)
     parser.add_argument("--write-spacing-ms", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument(
