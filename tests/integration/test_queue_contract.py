@@ -26,6 +26,7 @@ from flakeguard.adapters.queue.runner import (
     QueueRunner,
     RetryPolicy,
     WorkerOptions,
+    _FetchingWorker,
 )
 from flakeguard.errors import TransientJobError
 from tests.support import (
@@ -325,3 +326,58 @@ async def test_follow_up_analysis_deduplicates_like_analyze(
     assert second == first
     assert len({from_api.job_id, first, other_attempt}) == 3
     assert sorted(str(job.id) for job in jobs) == sorted({from_api.job_id, first, other_attempt})
+
+
+async def test_a_worker_takes_the_next_job_as_it_completes_one(
+    queue_prefix: str,
+    redis_url: str,
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Five waiting jobs, one slot: each completion brings the next job back in the same
+    round trip (BullMQ's fetchNext), so only the first job costs a `moveToActive`; all five
+    complete, in order, each once."""
+    settings = make_settings(
+        redis_url=redis_url, database_url=pg_url, prefix=queue_prefix, data_dir=tmp_path
+    )
+    fetches: list[str] = []
+    to_active = _FetchingWorker.moveToActive
+
+    async def counted(self: Any, token: str) -> Any:
+        fetches.append(token)
+        return await to_active(self, token)
+
+    monkeypatch.setattr(_FetchingWorker, "moveToActive", counted)
+    seen: list[tuple[int, int]] = []  # (run id, moveToActive calls so far)
+
+    async def record(payload: RunsIngestPayload, ctx: JobContext) -> Mapping[str, Any] | None:
+        seen.append((payload.workflow_run_id, len(fetches)))
+        return {"run": payload.workflow_run_id}
+
+    async with runtime_for(settings, runs_root=tmp_path) as rt:
+        repo = RepositoryRef(owner="acme", repo="fetch")
+        ids = await rt.deps.producer.ingest_many(
+            [RunsIngestPayload(workflow_run_id=run_id, repository=repo) for run_id in range(1, 6)]
+        )
+        runner = QueueRunner(
+            rt.redis_target,
+            QueueHandler(QueueName.RUNS_INGEST, RunsIngestPayload, record, concurrency=1),
+            WorkerOptions(prefix=queue_prefix),
+            rt.deps.metrics,
+        )
+        queue = rt.deps.producer.queues[QueueName.RUNS_INGEST]
+        await runner.start()
+        try:
+
+            async def all_done() -> bool:
+                return int((await queue.getJobCounts("completed"))["completed"]) == 5
+
+            await wait_for(all_done)
+        finally:
+            await runner.close(5)
+        jobs = [await _job(rt, QueueName.RUNS_INGEST, job_id) for job_id in ids]
+    # One moveToActive brought the first job; the other four came with a completion (one
+    # round trip per job would have made it 1, 2, 3, 4, 5).
+    assert seen == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]
+    assert [job.returnvalue for job in jobs] == [{"run": n} for n in range(1, 6)]
