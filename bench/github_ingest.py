@@ -57,7 +57,6 @@ from flakeguard.adapters.db.tables import ExecutionRow, WorkflowRunRow, table_of
 from flakeguard.adapters.queue.names import QueueName
 from flakeguard.adapters.queue.payloads import PollingPayload
 from flakeguard.bootstrap import build_runners, open_runtime
-from flakeguard.cli_common import new_event_loop
 from flakeguard.emulator import (
     InstallationSpec,
     RepoSpec,
@@ -65,6 +64,7 @@ from flakeguard.emulator import (
     run_emulator,
     zip_members,
 )
+from flakeguard.event_loop import new_event_loop
 from flakeguard.gc_tuning import tune_garbage_collector
 from flakeguard.observability import configure_logging
 from flakeguard.settings import load_settings

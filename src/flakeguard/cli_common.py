@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import typer
 
 from flakeguard.errors import ConfigError, FlakeGuardError
+from flakeguard.event_loop import new_event_loop
 from flakeguard.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -26,21 +27,6 @@ def settings_or_exit(**overrides: Any) -> Settings:
         return load_settings(**overrides)
     except ConfigError as error:
         raise fail(f"invalid configuration: {error}") from None
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """The event loop of every command: uvloop where it is installed (Linux and macOS, via
-    the `uvloop` dependency), asyncio's own elsewhere.
-
-    uvloop runs the same worker with 2-6 % less CPU per run in `bench/github_ingest.py`
-    (two sets of alternated runs: medians 55.8 vs 59.3 ms and 58.6 vs 60.0 ms); everything
-    here uses only the public loop API.
-    """
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - Windows
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

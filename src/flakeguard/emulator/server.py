@@ -47,6 +47,7 @@ from flakeguard.emulator.scenario import (
     load_scenario,
 )
 from flakeguard.emulator.state import CheckRunRecord, Clock, EmulatorState, RequestRecord
+from flakeguard.event_loop import new_event_loop
 
 _STARTUP_TIMEOUT_S = 15.0
 _WEBHOOK_TIMEOUT_S = 10.0
@@ -370,17 +371,6 @@ class Emulator:
         return WebhookDelivery(delivery, response.status_code, response.content)
 
 
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed, as the worker runs (`cli_common.new_event_loop`): in
-    `bench/github_ingest.py` the emulator shares the machine's cores with the worker, and
-    on asyncio's own loop it took ~1/4 of the worker's CPU per run."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - Windows
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 class _ServerThread:
     """Both uvicorn servers on one event loop in a daemon thread."""
 
@@ -424,7 +414,7 @@ class _ServerThread:
 
     def _run(self) -> None:
         try:
-            with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 runner.run(self._serve())
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             self._error = exc
