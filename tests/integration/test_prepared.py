@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, insert, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from flakeguard.adapters.db.checks import check_run_record
 from flakeguard.adapters.db.engine import (
     Prepared,
     among_param,
@@ -296,3 +297,28 @@ async def test_transaction_holds_raw_and_sqlalchemy_statements(
             assert tuple((await conn.execute(read)).one()) == ("renamed", "dev")
     finally:
         await engine.dispose()
+
+
+async def test_the_check_run_record_plans_generically_and_hands_its_connection_back_reset(
+    pg_url: str,
+) -> None:
+    """While a commit's check-run record is held its connection uses generic plans (the
+    view was re-planned at every execution); the setting leaves with the lock, so the
+    pool's next user of that connection plans as PostgreSQL's configuration says."""
+    engine = create_engine(database_url(pg_url, Path(".")), pool_size=1, max_overflow=0)
+    try:
+        await migrate(engine)
+        repository_id = await ensure_repository(engine, "acme", "plans", now=NOW)
+        async with reading(engine) as conn:
+            configured = await conn.scalar(text("SHOW plan_cache_mode"))
+        async with check_run_record(engine, repository_id, "f" * 40, "FlakeGuard") as record:
+            held = await record.connection.scalar(text("SHOW plan_cache_mode"))
+            stored, view = await record.read()
+        async with reading(engine) as conn:  # the pool's one connection, again
+            after = await conn.scalar(text("SHOW plan_cache_mode"))
+    finally:
+        await engine.dispose()
+    assert held == "force_generic_plan"
+    assert after == configured != "force_generic_plan"
+    assert stored is None
+    assert (view.total, view.shown) == (0, [])
