@@ -188,11 +188,11 @@ class RepositoryIds:
 def _up_to_date(
     row: tuple[int, int | None, str], installation_id: int | None, default_branch: str | None
 ) -> bool:
+    """True when a payload's installation and default branch (None: not known) agree with
+    the stored `row` (id, installation_id, default_branch): nothing to write."""
     _, found_installation, found_branch = row
-    return installation_id in (None, found_installation) and default_branch in (
-        None,
-        found_branch,
-    )
+    same_installation = installation_id in (None, found_installation)
+    return same_installation and default_branch in (None, found_branch)
 
 
 @dataclass(slots=True)
