@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import AliasChoices
 
 from flakeguard.errors import ConfigError
-from flakeguard.settings import LogLevel, load_settings
+from flakeguard.settings import LogLevel, Settings, load_settings
 
 
 def test_defaults_are_the_specs() -> None:
@@ -93,3 +94,23 @@ def test_cluster_nodes_parsed() -> None:
     assert not s.embedded_redis
     with pytest.raises(ConfigError, match="REDIS_CLUSTER_ENABLED needs"):
         load_settings({"REDIS_CLUSTER_ENABLED": "true"})
+
+
+def test_every_variable_is_in_the_readmes_configuration_table() -> None:
+    readme = Path(__file__).parents[2] / "README.md"
+    section = (
+        readme.read_text(encoding="utf-8").split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    )
+    rows = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+    variables = {
+        choice
+        for field in Settings.model_fields.values()
+        for choice in (
+            field.validation_alias.choices
+            if isinstance(field.validation_alias, AliasChoices)
+            else [field.validation_alias]
+        )
+        if isinstance(choice, str)
+    }
+    assert len(variables) > 30
+    assert sorted(v for v in variables if f"`{v}`" not in rows) == []
