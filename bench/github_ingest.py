@@ -6,7 +6,10 @@ process (`--emulator-in-process` serves it from a thread here instead, competing
 The scenario: one installation, `--repos` repositories, `--runs` completed
 runs with one artifact each (a ZIP of one generated JUnit file with `--tests` test cases,
 ~2 % failing, fixed seed), each run at its own head SHA (the worst case: one check-run create
-per run). The clock starts when the discovery `polling` job is enqueued (discovery → one
+per run). By default every run fails the same ~10 tests; `--failure-patterns N` gives run i
+the i mod N-th of N reports with different failing tests, so that more tests carry evidence
+and every scoring pass re-reads and re-scores their histories (closer to a suite with many
+flaky tests). The clock starts when the discovery `polling` job is enqueued (discovery → one
 poller per repository → `runs-ingest` → `runs-analyze` → check run) and stops when every
 analysis is done, so polling is amortised into the figures.
 
@@ -15,6 +18,7 @@ listed apart). Job latency = finish time - enqueue time of each `runs-ingest` jo
 
     python bench/github_ingest.py [--runs 600] [--tests 500] [--concurrency 16]
                                    [--analyze-concurrency 32] [--write-spacing-ms 0]
+                                   [--failure-patterns 1]
 
 Concurrency 16 for `runs-ingest` (WORKER_CONCURRENCY) and 32 for `runs-analyze`
 (HIGH_PRIORITY_CONCURRENCY): an analysis mostly waits for its repository's shared scoring
@@ -156,12 +160,15 @@ def build_scenario(args: argparse.Namespace) -> tuple[Scenario, tuple[RepoSpec, 
     scenario = Scenario(
         installations=installations,
         repos=repos,
-        artifact_templates={"junit": zip_members({"junit.xml": junit_xml(args.tests, SEED)})},
+        artifact_templates={
+            f"junit{k}": zip_members({"junit.xml": junit_xml(args.tests, SEED + k)})
+            for k in range(args.failure_patterns)
+        },
     )
     return scenario, repos
 
 
-def add_runs(emu: Any, repos: tuple[RepoSpec, ...], runs: int) -> None:
+def add_runs(emu: Any, repos: tuple[RepoSpec, ...], runs: int, patterns: int) -> None:
     started_at = datetime.now(UTC) - timedelta(hours=1)
     for i in range(runs):
         emu.add_run(
@@ -170,7 +177,7 @@ def add_runs(emu: Any, repos: tuple[RepoSpec, ...], runs: int) -> None:
             head_sha=f"{i:040x}",
             created_at=started_at + timedelta(seconds=i),
             conclusion="failure",
-            artifacts=[("junit", "junit")],
+            artifacts=[("junit", f"junit{i % patterns}")],
         )
 
 
@@ -180,7 +187,7 @@ def emulator_process(conn: Connection, args: argparse.Namespace) -> None:
     async def serve() -> None:
         scenario, repos = build_scenario(args)
         async with run_emulator(scenario) as emu:
-            add_runs(emu, repos, args.runs)
+            add_runs(emu, repos, args.runs, args.failure_patterns)
             conn.send({"api_url": emu.api_url, "app_id": emu.app_id, "key": emu.private_key_pem})
             loop = asyncio.get_running_loop()
             while True:
@@ -247,7 +254,7 @@ async def emulator_for(args: argparse.Namespace) -> AsyncIterator[Any]:
     if args.emulator_in_process:
         scenario, repos = build_scenario(args)
         async with run_emulator(scenario) as emu:
-            add_runs(emu, repos, args.runs)
+            add_runs(emu, repos, args.runs, args.failure_patterns)
             local = LocalEmulator(emu)
             yield local
             local.summary = {
@@ -378,7 +385,8 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> None:
     api: Counter[str] = result["api"]
     api_total = sum(api.values())
     print(
-        f"github_ingest: {runs} runs x {args.tests} tests, {args.repos} repos, "
+        f"github_ingest: {runs} runs x {args.tests} tests "
+        f"({args.failure_patterns} failure pattern(s)), {args.repos} repos, "
         f"{args.installations} installation(s), "
         f"concurrency {args.concurrency}/{args.analyze_concurrency}, "
         f"write spacing {args.write_spacing_ms} ms, event loop {result['loop']}"
@@ -420,6 +428,13 @@ def main() -> None:
     parser.add_argument("--tests", type=int, default=500)
     parser.add_argument("--repos", type=int, default=3)
     parser.add_argument(
+        "--failure-patterns",
+        type=int,
+        default=1,
+        help="distinct reports (each its own ~2 %% of failing tests), run i gets pattern i mod N;"
+        " 1: every run fails the same tests",
+    )
+    parser.add_argument(
         "--installations",
         type=int,
         default=1,
@@ -440,6 +455,8 @@ def main() -> None:
         help="run the worker on asyncio's own event loop instead of the worker's (uvloop)",
     )
     args = parser.parse_args()
+    if args.failure_patterns < 1:
+        parser.error("--failure-patterns must be at least 1")
     factory = asyncio.new_event_loop if args.asyncio_loop else new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         result = runner.run(measure(args))
