@@ -17,17 +17,21 @@ API calls are counted from the emulator's request log (API origin only; blob dow
 listed apart). Job latency = finish time - enqueue time of each `runs-ingest` job.
 
     python bench/github_ingest.py [--runs 600] [--tests 500] [--concurrency 16]
-                                   [--analyze-concurrency 32] [--write-spacing-ms 0]
+                                   [--analyze-concurrency 64] [--write-spacing-ms 0]
                                    [--failure-patterns 1]
 
-Concurrency 16 for `runs-ingest` (WORKER_CONCURRENCY) and 32 for `runs-analyze`
+Concurrency 16 for `runs-ingest` (WORKER_CONCURRENCY) and 64 for `runs-analyze`
 (HIGH_PRIORITY_CONCURRENCY): an analysis mostly waits for its repository's shared scoring
 pass, so its concurrency sets how many runs a pass covers. Run side by side with 8
 (2026-11-29, two processes at once so that both see the same machine), 16 cost 0.85-0.88
 of the CPU per run. Later the same day (600 runs, alternated): 16 gave 2,177-2,447
 runs/min at 19.2-20.7 ms/run with ~7.6 runs a pass; 32 gave 2,575-2,651 at 17.2-18.5
 (~13.6 a pass); 48 2,525-2,654 at 17.1-17.9 (~18); 96 2,226-2,470 (~23, analyses waiting
-up to 1.6 s for their pass).
+up to 1.6 s for their pass). In the next session, alternated at 600 runs: 32 and 64 were
+even with one failure pattern (mean 3,823 and 3,835 runs/min over four pairs); with
+`--failure-patterns 20`, 64 won three pairs of three (2,433-2,986 against 2,123-2,413
+runs/min). Larger passes, fewer of them: 42-46 per 1,000 runs at 64 against 68-70 at 32
+(one pattern).
 
 Target (issue 4): >= 3,000 runs/min and <= 4 API calls per run.
 """
@@ -441,7 +445,7 @@ def main() -> None:
         help="spread the repositories over this many GitHub App installations",
     )
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--analyze-concurrency", type=int, default=32)
+    parser.add_argument("--analyze-concurrency", type=int, default=64)
     parser.add_argument("--write-spacing-ms", type=int, default=0)
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument(
