@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flakeguard.adapters.db.history_cache import HistoryCache
 from flakeguard.adapters.db.runs import CaseIdCaches, RepositoryIds
 from flakeguard.adapters.queue.payloads import RunsIngestPayload
 from flakeguard.adapters.queue.producer import JobProducer
@@ -55,3 +56,5 @@ class Deps:
     """Test-case ids by repository, learned by `runs-ingest` (one per worker process)."""
     repository_ids: RepositoryIds = field(default_factory=RepositoryIds)
     """Repository rows by owner and name, as `runs-ingest` last saw them (one per process)."""
+    history_cache: HistoryCache = field(default_factory=HistoryCache)
+    """Test histories kept between the scoring passes of `runs-analyze` (one per process)."""

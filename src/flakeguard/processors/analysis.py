@@ -19,10 +19,11 @@ from flakeguard.adapters.db.history import (
     RepositoryInfo,
     load_quarantine,
     load_run_index,
+    read_histories,
     save_quarantine,
     save_scores,
-    stream_histories,
 )
+from flakeguard.adapters.db.history_cache import HistoryCache
 from flakeguard.core.models import ExecutionRecord, FlakeScore, Verdict
 from flakeguard.core.quarantine import QuarantinePolicy, QuarantineState, decide
 from flakeguard.core.scoring import ALL_ENVS, ScoringPolicy, score_many
@@ -98,8 +99,13 @@ async def analyze_cases(
     batch_size: int = 500,
     keep_results: bool = False,
     progress: Progress | None = None,
+    history_cache: HistoryCache | None = None,
 ) -> AnalysisResult:
-    """Score `cases` in batches, store the scores and (optionally) quarantine decisions."""
+    """Score `cases` in batches, store the scores and (optionally) quarantine decisions.
+
+    `history_cache` keeps the histories read for the next pass (`runs-analyze`, whose
+    passes re-read the same tests); a full re-scoring reads each test once and passes none.
+    """
     now = deps.clock()
     since = now - timedelta(days=policy.lookback_days)
     result = AnalysisResult()
@@ -111,9 +117,10 @@ async def analyze_cases(
     )
 
     async def fetch(batch: Sequence[CaseInfo]) -> dict[str, list[ExecutionRecord]]:
-        return {
-            key: records async for key, records in stream_histories(deps.engine, batch, run_index)
-        }
+        if history_cache is not None:
+            return await history_cache.histories(deps.engine, batch, run_index)
+        read = await read_histories(deps.engine, batch, run_index)
+        return {case.test_key: read[case.id] for case in batch if case.id in read}
 
     # Read the next batch from the database while the current one is scored in a thread.
     fetches = [asyncio.create_task(fetch(batches[0]))] if batches else []

@@ -91,7 +91,13 @@ async def analyze_run(
             rescored.setdefault(run_row_id, set()).add(case_info.test_key)
         cases = list({c.id: c for _, c in candidates}.values())
         result = await analyze_cases(
-            context, repo, cases, policy=policy, update_quarantine=True, keep_results=True
+            context,
+            repo,
+            cases,
+            policy=policy,
+            update_quarantine=True,
+            keep_results=True,
+            history_cache=deps.history_cache,
         )
         return SharedPass(result, rescored, cases)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -212,6 +212,12 @@ class RunIndex:
     """workflow_runs.id -> (run_id, attempt, head_sha, head_branch, is_default_branch, at)."""
     failed_share: dict[int, float]
     """reports.id -> share of failing tests in that report."""
+    executions: dict[int, int] = field(default_factory=dict)
+    """workflow_runs.id -> its `executions` count: it grows, in the transaction that adds
+    them, exactly when a run gains executions (another job's report), so a history read
+    for a run is still whole while the count is the same (`history_cache`)."""
+    default_branch: str = ""
+    """The branch `is_default_branch` was computed against."""
 
 
 def _run_index_queries() -> tuple[Prepared, Prepared]:
@@ -221,7 +227,13 @@ def _run_index_queries() -> tuple[Prepared, Prepared]:
         w.c.started_at >= bindparam("since", type_=w.c.started_at.type),
     )
     runs = select(
-        w.c.id, w.c.run_id, w.c.run_attempt, w.c.head_sha, w.c.head_branch, w.c.started_at
+        w.c.id,
+        w.c.run_id,
+        w.c.run_attempt,
+        w.c.head_sha,
+        w.c.head_branch,
+        w.c.started_at,
+        w.c.executions,
     ).where(in_window)
     reports = select(r.c.id, r.c.failed_share).join(w, r.c.workflow_run_id == w.c.id)
     return Prepared(runs), Prepared(reports.where(in_window))
@@ -234,22 +246,30 @@ async def load_run_index(
     engine: AsyncEngine, repository_id: int, *, since: datetime, default_branch: str
 ) -> RunIndex:
     runs: dict[int, tuple[int, int, str, str | None, bool, datetime]] = {}
+    counts: dict[int, int] = {}
     shares: dict[int, float] = {}
     async with reading(engine) as conn:
         rows = await _RUN_INDEX_RUNS.all(conn, repository_id=repository_id, since=since)
-        for row_id, run_id, attempt, sha, branch, at in rows:
+        for row_id, run_id, attempt, sha, branch, at, executions in rows:
             runs[row_id] = (run_id, attempt, sha, branch, branch == default_branch, aware(at))
+            counts[row_id] = executions or 0
         reports = await _RUN_INDEX_REPORTS.all(conn, repository_id=repository_id, since=since)
         for report_id, share in reports:
             shares[report_id] = share or 0.0
-    return RunIndex(since=since, runs=runs, failed_share=shares)
+    return RunIndex(
+        since=since,
+        runs=runs,
+        failed_share=shares,
+        executions=counts,
+        default_branch=default_branch,
+    )
 
 
 @functools.cache
-def _histories_query(dialect: str) -> Prepared:
+def _histories_query(dialect: str, *, of_runs: bool = False) -> Prepared:
     e, w = table_of(ExecutionRow), table_of(WorkflowRunRow)
     since = bindparam("since", type_=w.c.started_at.type)
-    return Prepared(
+    query = (
         select(
             e.c.test_case_id,
             e.c.workflow_run_id,
@@ -264,39 +284,48 @@ def _histories_query(dialect: str) -> Prepared:
         .where(among_param(dialect, e.c.test_case_id, "case_ids"))
         .order_by(e.c.test_case_id)
     )
+    if of_runs:
+        query = query.where(among_param(dialect, e.c.workflow_run_id, "run_ids"))
+    return Prepared(query)
 
 
-async def stream_histories(
+async def read_histories(
     engine: AsyncEngine,
     cases: Sequence[CaseInfo],
     index: RunIndex,
-) -> AsyncIterator[tuple[str, list[ExecutionRecord]]]:
-    """(test_key, executions inside the index's window) for each case, ordered by case id.
+    *,
+    run_ids: Collection[int] | None = None,
+    run_rows: dict[int, list[int]] | None = None,
+) -> dict[int, list[ExecutionRecord]]:
+    """Per case id, its executions inside the index's window (cases without any are left
+    out); only those of the runs `run_ids` (workflow_runs.id) when given.
 
-    One query per call, read in partitions: memory holds one partition plus the histories
-    being built.
+    With `run_rows`, each record's workflow_runs.id is appended to `run_rows[case id]` in
+    step with the records (`history_cache` keeps them). One query, read in partitions.
     """
-    if not cases:
-        return
+    if not cases or (run_ids is not None and not run_ids):
+        return {}
     key_of = {c.id: c.test_key for c in cases}
-    query = _histories_query(engine.dialect.name)
+    params: dict[str, Any] = {"case_ids": list(key_of), "since": index.since}
+    if run_ids is not None:
+        params["run_ids"] = list(run_ids)
+    query = _histories_query(engine.dialect.name, of_runs=run_ids is not None)
     runs, shares, outcomes = index.runs, index.failed_share, OUTCOMES
+    out: dict[int, list[ExecutionRecord]] = {}
     current: int | None = None
     records: list[ExecutionRecord] = []
+    rows: list[int] = []
     async with reading(engine) as conn:
         # Partitions, not rows: every async row fetch is a round trip or a greenlet switch.
-        partitions = query.partitions(
-            conn, _HISTORY_PARTITION_ROWS, case_ids=list(key_of), since=index.since
-        )
-        async for partition in partitions:
+        async for partition in query.partitions(conn, _HISTORY_PARTITION_ROWS, **params):
             for case_id, run_row, report_id, env_key, retry, final, outcome, sig in partition:
                 run = runs.get(run_row)
                 if run is None:  # a run stored after the index was loaded: next analysis
                     continue
                 if case_id != current:
-                    if current is not None:
-                        yield key_of[current], records
-                    current, records = case_id, []
+                    current, records = case_id, out.setdefault(case_id, [])
+                    if run_rows is not None:
+                        rows = run_rows.setdefault(case_id, [])
                 run_id, attempt, sha, branch, is_default, at = run
                 records.append(
                     ExecutionRecord(
@@ -315,8 +344,9 @@ async def stream_histories(
                         shares.get(report_id, 0.0),
                     )
                 )
-    if current is not None:
-        yield key_of[current], records
+                if run_rows is not None:
+                    rows.append(run_row)
+    return out
 
 
 @functools.cache
