@@ -75,7 +75,9 @@ class HistoryCache:
         self, engine: AsyncEngine, cases: Sequence[CaseInfo], index: RunIndex
     ) -> dict[str, list[ExecutionRecord]]:
         """test_key -> its executions inside the index's window, for `cases` (the same as
-        `read_histories`, keyed by test key; cases without executions left out)."""
+        `read_histories`, keyed by test key; cases without executions left out).
+
+        The lists are the cache's own: read them, never change them."""
         fresh: list[CaseInfo] = []
         stale: dict[int, list[tuple[CaseInfo, _History]]] = {}
         for case in cases:
