@@ -33,6 +33,12 @@ even with one failure pattern (mean 3,823 and 3,835 runs/min over four pairs); w
 runs/min). Larger passes, fewer of them: 42-46 per 1,000 runs at 64 against 68-70 at 32
 (one pattern).
 
+Two benches at once ("side by side", to compare code on the same machine) need more
+PostgreSQL connections than its default `max_connections` of 100: one bench at 16/64
+held up to 67-68 (the worker's pool follows its concurrency). Run them side by side at
+lower concurrency (16/16 each), or alternate them; "sorry, too many clients already" in
+PostgreSQL's log means the comparison is void (jobs were retried).
+
 Target (issue 4): >= 3,000 runs/min and <= 4 API calls per run.
 """
 
