@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -212,11 +212,11 @@ class RunIndex:
     """workflow_runs.id -> (run_id, attempt, head_sha, head_branch, is_default_branch, at)."""
     failed_share: dict[int, float]
     """reports.id -> share of failing tests in that report."""
-    executions: dict[int, int] = field(default_factory=dict)
+    executions: dict[int, int]
     """workflow_runs.id -> its `executions` count: it grows, in the transaction that adds
     them, exactly when a run gains executions (another job's report), so a history read
     for a run is still whole while the count is the same (`history_cache`)."""
-    default_branch: str = ""
+    default_branch: str
     """The branch `is_default_branch` was computed against."""
 
 
