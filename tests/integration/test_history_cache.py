@@ -62,6 +62,14 @@ async def store(
     await store_run(engine, repo_id, run, groups(), now=started)
 
 
+async def all_cases(engine: AsyncEngine) -> list[CaseInfo]:
+    c = table_of(CaseRow)
+    columns = (c.c.id, c.c.test_key, c.c.suite, c.c.class_name, c.c.name, c.c.file)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(*columns).order_by(c.c.id))).all()
+    return [CaseInfo(*row) for row in rows]
+
+
 def canonical(histories: dict[str, list[ExecutionRecord]]) -> dict[str, list[tuple[object, ...]]]:
     """Order-free form: a fresh read has no set order within a test either."""
     return {
@@ -109,11 +117,7 @@ async def test_a_pass_reads_what_a_fresh_read_gives_and_only_what_changed(
                 since += timedelta(hours=rng.choice([1, 3]))
             else:
                 default_branch = "feature" if default_branch == "main" else "main"
-            c = table_of(CaseRow)
-            async with engine.connect() as conn:
-                rows = (await conn.execute(select(c.c.id, c.c.test_key, c.c.suite,
-                        c.c.class_name, c.c.name, c.c.file))).all()  # fmt: skip
-            cases = [CaseInfo(*row) for row in rows]
+            cases = await all_cases(engine)
             wanted = rng.sample(cases, k=rng.randint(1, len(cases)))  # passes see some tests
             index = await load_run_index(
                 engine, repo_id, since=since, default_branch=default_branch
@@ -147,11 +151,7 @@ async def test_a_new_run_costs_its_own_executions_and_the_budget_holds(
         for run_id in range(1, 4):
             await store(engine, repo_id, run_id, "ci/linux", dict.fromkeys(TESTS, "fail"),
                         branch="main")  # fmt: skip
-        c = table_of(CaseRow)
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(c.c.id, c.c.test_key, c.c.suite,
-                    c.c.class_name, c.c.name, c.c.file).order_by(c.c.id))).all()  # fmt: skip
-        cases = [CaseInfo(*row) for row in rows]
+        cases = await all_cases(engine)
         few = cases[:5]
 
         async def pass_over(chosen: list[CaseInfo]) -> dict[str, list[ExecutionRecord]]:

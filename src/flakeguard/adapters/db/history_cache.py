@@ -92,9 +92,11 @@ class HistoryCache:
             read = await read_histories(engine, fresh, index, run_rows=rows)
             for case in fresh:
                 records = read.get(case.id, [])
+                entry = _History(
+                    index.executions, index.default_branch, records, rows.get(case.id, [])
+                )
                 self.read_records += len(records)
-                self._put(case.id, _History(index.executions, index.default_branch, records,
-                                            rows.get(case.id, [])))  # fmt: skip
+                self._put(case.id, entry)
                 if records:
                     out[case.test_key] = records
         for group in stale.values():
@@ -113,7 +115,7 @@ class HistoryCache:
         covered = group[0][1].covered
         now = index.executions
         changed = {run for run, count in covered.items() if now.get(run) != count}
-        wanted = {run for run in now if run not in covered} | (changed & now.keys())
+        wanted = (now.keys() - covered.keys()) | (changed & now.keys())
         rows: dict[int, list[int]] = {}
         read = await read_histories(
             engine, [case for case, _ in group], index, run_ids=wanted, run_rows=rows
